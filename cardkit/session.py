@@ -60,12 +60,15 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:8]
 
 
-def redact(command: CommandApdu, response: ResponseApdu | None = None) -> tuple[str, str]:
+def redact(command: CommandApdu, response: ResponseApdu | None = None, *,
+           origin: CommandApdu | None = None) -> tuple[str, str]:
     """Hex strings for a trace: header and lengths in clear, secret and personal data replaced.
 
     Secret data (PINs, keys, cryptograms) is shown as ``<N bytes secret>``; file contents as
-    ``<N bytes sha256:xxxxxxxx>`` so two traces can still be compared.
+    ``<N bytes sha256:xxxxxxxx>`` so two traces can still be compared. ``origin`` is the command a
+    GET RESPONSE continues: its response data is classified like the origin's.
     """
+    rclass = origin if origin is not None and command.ins == 0xC0 else command
     head = command.header.hex().upper()
     if command.data:
         if command.sensitive or command.ins in _SECRET_INS:
@@ -82,9 +85,9 @@ def redact(command: CommandApdu, response: ResponseApdu | None = None) -> tuple[
     if response is not None:
         if not response.data:
             rdata = ""
-        elif command.ins in _SECRET_INS or command.ins == 0x50 or command.sensitive:
+        elif rclass.ins in _SECRET_INS or rclass.sensitive:
             rdata = f"<{len(response.data)} bytes secret> "
-        elif command.ins in _DATA_INS:
+        elif rclass.ins in _DATA_INS:
             rdata = f"<{len(response.data)} bytes sha256:{_digest(response.data)}> "
         else:
             rdata = response.data.hex().upper() + " "
@@ -146,6 +149,7 @@ class Trace:
     def __init__(self, sink: IO[str] | None = None) -> None:
         self.sink = sink
         self.count = 0
+        self._origin: CommandApdu | None = None
 
     def process(self, command: CommandApdu, send: Send) -> ResponseApdu:
         enabled = self.sink is not None or log.isEnabledFor(TRACE)
@@ -156,7 +160,9 @@ class Trace:
         response = send(command)
         dt = (time.perf_counter() - t0) * 1000
         self.count += 1
-        c, r = redact(command, response)
+        if command.ins != 0xC0:
+            self._origin = command
+        c, r = redact(command, response, origin=self._origin)
         if log.isEnabledFor(TRACE):
             log.log(TRACE, ">> %s", c)
             log.log(TRACE, "<< %s (%s) %.2f ms", r, describe(response.sw), dt)
