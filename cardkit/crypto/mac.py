@@ -1,0 +1,56 @@
+"""CMAC (NIST SP 800-38B) over AES, SM4 and 3DES, and a constant-time verifier.
+
+CMAC with AES is the MAC of GlobalPlatform SCP03 (GPCS v2.3 Amendment D, C-MAC/R-MAC); with SM4 it is used by
+Chinese secure-messaging profiles; with 3DES (64-bit block, Rb = 0x1B, NIST SP 800-38B §5.3) by some
+EAC/PACE cards. The tag returned is always the full block; callers truncate (SCP03 uses 8 bytes).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.cmac import CMAC
+
+from cardkit.crypto import legacy
+from cardkit.crypto.sym import Alg, block_size, check_key, sm3
+from cardkit.errors import SecureChannelError
+
+__all__ = ["aes_cmac", "cmac", "cmac_verify", "sm3", "sm4_cmac"]
+
+
+def cmac(alg: Alg, key: bytes, data: bytes) -> bytes:
+    """CMAC (NIST SP 800-38B §6.2) of ``data`` under ``key``; full block (16 bytes AES/SM4, 8 bytes 3DES)."""
+    check_key(alg, key)
+    key = bytes(key)
+    if alg is Alg.DES3:
+        return legacy.des3_cmac(key, data)
+    c = CMAC(algorithms.AES(key) if alg is Alg.AES else algorithms.SM4(key))
+    c.update(bytes(data))
+    return c.finalize()
+
+
+def aes_cmac(key: bytes, data: bytes) -> bytes:
+    """AES-CMAC (NIST SP 800-38B, RFC 4493): 16-byte tag."""
+    return cmac(Alg.AES, key, data)
+
+
+def sm4_cmac(key: bytes, data: bytes) -> bytes:
+    """SM4-CMAC (NIST SP 800-38B construction with the SM4 block cipher, GB/T 32907-2016): 16-byte tag."""
+    return cmac(Alg.SM4, key, data)
+
+
+def cmac_verify(alg: Alg, key: bytes, data: bytes, mac: bytes) -> None:
+    """Check a (possibly truncated) CMAC; raise :class:`~cardkit.errors.SecureChannelError` on mismatch.
+
+    The expected tag is truncated to ``len(mac)`` (its leftmost bytes, NIST SP 800-38B §6.2 step 7) and
+    compared in constant time. An empty tag or one longer than the block is rejected. NIST SP 800-38B
+    Appendix A advises at least 64-bit tags; shorter tags (e.g. 4-byte) are accepted for legacy profiles.
+    """
+    mac = bytes(mac)
+    bs = block_size(alg)
+    if not 1 <= len(mac) <= bs:
+        raise SecureChannelError(f"MAC length {len(mac)} is outside 1..{bs}")
+    expected = cmac(alg, key, data)[: len(mac)]
+    if not hmac.compare_digest(expected, mac):
+        raise SecureChannelError("MAC verification failed")
