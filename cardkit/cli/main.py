@@ -79,7 +79,7 @@ def cli(ctx: click.Context, reader: str | None, trace: str | None, json_out: boo
     \b
     Examples:
       cardkit readers
-      cardkit atr 3B8D80018054010203047 3F621C0829000D6
+      cardkit atr 3B8D800180540102030473F621C0829000AA
       cardkit --reader virtual apdu 00A4040008A000000151000000
       cardkit tlv 6F108408A000000151000000A5049F6501FF
     """
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> Any:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
+    except Exception as exc:
         verbose = "-v" in (argv or sys.argv) or "-vv" in (argv or sys.argv) or "--verbose" in (argv or sys.argv)
         if verbose:
             import traceback

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from cardkit.errors import ProfileError
+from cardkit.errors import ParseError, ProfileError, RecordError
 from cardkit.profiles.codecs import Codec, make_codec
 from cardkit.profiles.validators import VALIDATORS
 
@@ -248,7 +248,7 @@ def _field(tbl: Mapping[str, Any], ctx: _Ctx, where: str, base: Path, number: in
     if default is not None:
         try:
             codec.encode(default, field=name)
-        except Exception as exc:  # noqa: BLE001 - reported as a profile error
+        except (RecordError, ProfileError) as exc:
             raise ctx.error(f"default does not fit the codec: {exc}", where, "default") from None
     return FieldSpec(name, codec, validators, bool(_get(tbl, "optional", bool, ctx, where, False)), default,
                      computed, number)
@@ -270,7 +270,7 @@ def _rules(tbl: Mapping[str, Any], ctx: _Ctx, where: str, is_df: bool) -> dict[s
             raise ctx.error(f"rule for {op!r} must be a string", where, "rules")
         try:
             out[op] = parse_rule(text).text
-        except Exception as exc:  # noqa: BLE001 - the rule parser's own error, re-located
+        except ParseError as exc:  # the rule parser's AclError, re-located
             raise ctx.error(f"rule for {op!r}: {exc}", where, "rules") from None
     return out
 
