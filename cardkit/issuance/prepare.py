@@ -1,0 +1,159 @@
+"""Data preparation: validate a record against a profile and encode every field, with no card I/O.
+
+Preparation is separable from personalization so that it runs ahead and in bulk (``cardkit batch``
+validates a whole file before any card is touched). What depends on the card itself — the chip serial in
+the card identification code, keys diversified with the serial — is finished at card time by the plan.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from cardkit.errors import RecordError
+from cardkit.profiles.codecs import simple_tlv_record
+from cardkit.profiles.model import FieldSpec, Profile
+from cardkit.profiles.validators import VALIDATORS, check_id_consistency
+
+__all__ = ["PreparedRecord", "RecordProblems", "prepare", "validate_record"]
+
+
+class RecordProblems(RecordError):
+    """Every problem of one record at once (``problems`` holds each :class:`RecordError`)."""
+
+    def __init__(self, problems: list[RecordError], *, line: int | None = None) -> None:
+        self.problems = problems
+        first = "; ".join(str(p) for p in problems[:3])
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        super().__init__(f"{len(problems)} problem(s): {first}{more}", line=line)
+
+
+@dataclass(frozen=True)
+class PreparedRecord:
+    """A record encoded for one profile: bytes per file, ready to be planned onto a card.
+
+    ``records`` maps a record-file path to {record number: SIMPLE-TLV record bytes}; ``binaries`` maps a
+    transparent-file path to its content. ``pins`` holds the initial PIN/PUK values (secret; never logged).
+    ``card_fields`` are the field values needed at card time (diversification levels, computed fields).
+    """
+
+    profile: str
+    algorithm: str
+    identity: str
+    records: Mapping[str, Mapping[int, bytes]]
+    binaries: Mapping[str, bytes]
+    pins: Mapping[str, bytes] = field(repr=False)
+    card_fields: Mapping[str, str] = field(repr=False)
+
+    def __repr__(self) -> str:  # never show personal data or PINs
+        return f"PreparedRecord(profile={self.profile!r}, files={len(self.records) + len(self.binaries)})"
+
+
+def _value(spec: FieldSpec, fields: Mapping[str, str]) -> str | None:
+    raw = fields.get(spec.field)
+    if raw is None or raw == "":
+        return spec.default
+    return raw
+
+
+def validate_record(profile: Profile, fields: Mapping[str, str], *, line: int | None = None,
+                    check_unknown: bool = True) -> list[RecordError]:
+    """All problems of one record (empty list = valid). Never raises for bad data."""
+    problems: list[RecordError] = []
+    known = {f.field for f in profile.record_fields}
+    for fs in profile.files:
+        for spec in fs.fields:
+            if spec.computed is not None:
+                continue
+            value = _value(spec, fields)
+            if value is None:
+                if not (spec.optional or fs.optional):
+                    problems.append(RecordError("required field is missing or empty", field=spec.field, line=line))
+                continue
+            for name in spec.validators:
+                try:
+                    VALIDATORS[name](value)
+                except RecordError as exc:
+                    problems.append(RecordError(_strip(exc), field=spec.field, line=line))
+            try:
+                spec.codec.encode(value, field=spec.field)
+            except RecordError as exc:
+                problems.append(RecordError(_strip(exc), field=spec.field, line=line))
+    if _has_id_checks(profile) and not any(p.field == profile.identity_field for p in problems):
+        try:
+            check_id_consistency(fields, profile.identity_field,
+                                 "birth_date" if "birth_date" in known else None,
+                                 "gender" if "gender" in known else None)
+        except RecordError as exc:
+            problems.append(RecordError(_strip(exc), field=exc.field or profile.identity_field, line=line))
+    for pin in profile.pins:
+        if pin.initial.startswith("field:"):
+            name = pin.initial[6:]
+            v = fields.get(name, "")
+            if not (v.isdigit() and pin.min_length <= len(v) <= pin.max_length):
+                problems.append(RecordError(f"initial {pin.kind.upper()} must be {pin.min_length}..{pin.max_length} "
+                                            "digits", field=name, line=line))
+    if check_unknown:
+        pin_fields = {p.initial[6:] for p in profile.pins if p.initial.startswith("field:")}
+        for name in fields:
+            if name not in known and name not in pin_fields and name not in _EXTRA_FIELDS:
+                problems.append(RecordError("unknown column (not mapped by the profile)", field=name, line=line))
+    return problems
+
+
+# Columns that are not stored on the card but are used at card time (diversification levels).
+_EXTRA_FIELDS = frozenset({"region", "phone"})
+
+
+def _strip(exc: RecordError) -> str:
+    """The message of a RecordError without its own 'line/field' prefix (it is re-attached)."""
+    text = str(exc)
+    if exc.field is not None or exc.line is not None:
+        _, _, rest = text.partition(": ")
+        return rest or text
+    return text
+
+
+def _has_id_checks(profile: Profile) -> bool:
+    for spec in profile.record_fields:
+        if spec.field == profile.identity_field and "citizen-id" in spec.validators:
+            return True
+    return False
+
+
+def _generate_pin(length: int, rng: Callable[[int], int]) -> bytes:
+    return "".join(str(rng(10)) for _ in range(length)).encode("ascii")
+
+
+def prepare(profile: Profile, fields: Mapping[str, str], *, line: int | None = None,
+            rng: Callable[[int], int] = secrets.randbelow) -> PreparedRecord:
+    """Validate and encode one record; raise :class:`RecordProblems` listing every problem."""
+    problems = validate_record(profile, fields, line=line)
+    if problems:
+        raise RecordProblems(problems, line=line)
+    records: dict[str, dict[int, bytes]] = {}
+    binaries: dict[str, bytes] = {}
+    for fs in profile.files:
+        for spec in fs.fields:
+            if spec.computed is not None:
+                continue
+            value = _value(spec, fields)
+            if value is None:
+                continue
+            data = spec.codec.encode(value, field=spec.field)
+            if spec.number is None:
+                binaries[fs.path] = data
+            else:
+                records.setdefault(fs.path, {})[spec.number] = simple_tlv_record(spec.number, data)
+    pins: dict[str, bytes] = {}
+    for pin in profile.pins:
+        if pin.initial == "generate":
+            pins[pin.name] = _generate_pin(pin.max_length, rng)
+        elif pin.initial.startswith("field:"):
+            pins[pin.name] = fields[pin.initial[6:]].encode("ascii")
+        else:
+            pins[pin.name] = pin.initial[6:].encode("ascii")
+    card_fields = {k: v for k, v in fields.items() if k in _EXTRA_FIELDS or k == profile.identity_field}
+    return PreparedRecord(profile.name, profile.algorithm, fields.get(profile.identity_field, ""), records, binaries,
+                          pins, card_fields)
