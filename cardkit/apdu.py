@@ -38,6 +38,8 @@ class CommandApdu:
     name: str = field(default="", compare=False)
     #: True when the command data is secret (PINs, keys, cryptograms): traces show only its length.
     sensitive: bool = field(default=False, compare=False)
+    #: The encoding, computed once (the value is immutable).
+    _raw: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for label, v in (("CLA", self.cla), ("INS", self.ins), ("P1", self.p1), ("P2", self.p2)):
@@ -80,6 +82,13 @@ class CommandApdu:
 
     # ---------------------------------------------------------------- encoding
     def to_bytes(self) -> bytes:
+        if self._raw is not None:
+            return self._raw
+        raw = self._encode()
+        object.__setattr__(self, "_raw", raw)
+        return raw
+
+    def _encode(self) -> bytes:
         out = bytearray(self.header)
         ext = self.is_extended
         if self.data:
@@ -183,10 +192,14 @@ class ResponseApdu:
 
     @classmethod
     def from_bytes(cls, raw: bytes | bytearray) -> ResponseApdu:
-        raw = bytes(raw)
         if len(raw) < 2:
             raise ApduFormatError(f"a response APDU needs at least SW1 SW2, got {len(raw)} bytes")
-        return cls(raw[:-2], raw[-2], raw[-1])
+        # Fast path (one per APDU): the fields are valid by construction, skip __post_init__.
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "data", bytes(raw[:-2]))
+        object.__setattr__(obj, "sw1", raw[-2])
+        object.__setattr__(obj, "sw2", raw[-1])
+        return obj
 
     @classmethod
     def of(cls, sw: int, data: bytes = b"") -> ResponseApdu:

@@ -1,0 +1,1 @@
+"""cardkit benchmarks: each prints ratios against a baseline measured in the same run."""
