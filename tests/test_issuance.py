@@ -62,7 +62,7 @@ def test_planted_wrong_byte_fails_verification_naming_the_file(keystore: TestKey
 
 
 def test_access_rules_hold_after_issuance(keystore: TestKeyFile) -> None:
-    profile, prepared, card, session, result = issue(keystore, "sm4", rows(3)[2])
+    profile, _prepared, _card, session, _result = issue(keystore, "sm4", rows(3)[2])
     session.reset(cold=True)
     session.send(iso.select_aid(bytes.fromhex("7378312E73682EC9E7BBE1B1A3D5CF"), p2_fci="none"))
     # EF05 (card issuance data) is free to read; EF06 (cardholder data) needs external authentication.
@@ -75,7 +75,7 @@ def test_access_rules_hold_after_issuance(keystore: TestKeyFile) -> None:
     with pytest.raises(SecurityStatusNotSatisfied):
         session.send(iso.update_record(1, b"\x08\x01X"))
     alg = Alg.SM4
-    with pytest.raises(Exception, match="6300|authentication|6982"):
+    with pytest.raises(Exception, match=r"6300|authentication|6982"):
         open_issuer_channel(session, alg, keystore.key(profile.transport_key, alg).value)
 
 

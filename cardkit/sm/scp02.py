@@ -1,0 +1,522 @@
+"""GlobalPlatform Secure Channel Protocol '02' (GPCS 2.3.1 Appendix E), host and card side, 3DES.
+
+Same shape as :mod:`cardkit.sm.scp03`: a pure :class:`Scp02Session` (no I/O), the host handshake
+:meth:`Scp02Host.open` with an injected ``send`` returning an :class:`Scp02Channel` (a session processor),
+and :class:`Scp02Card`.
+
+Implemented (GPCS 2.3.1 Appendix E):
+
+* INITIALIZE UPDATE (§E.5.1): the response is exactly 28 bytes — KDD (10) ‖ key version ‖ SCP id ``02`` ‖
+  sequence counter (2) ‖ card challenge (6) ‖ card cryptogram (8).
+* session keys (§E.4.1): 3DES-CBC(static key, zero ICV, constant ‖ sequence counter ‖ 00×12) with the
+  constants S-ENC ``0182``, C-MAC ``0101``, R-MAC ``0102``, DEK ``0181``. With one base key (i bit ``01`` = 0)
+  every session key comes from the ENC key of the key set.
+* card / host cryptograms (§E.4.2.1/2): full 3DES CBC-MAC (ISO/IEC 9797-1 algorithm 1, padding method 2)
+  under S-ENC over host challenge ‖ counter ‖ card challenge (card) and counter ‖ card challenge ‖ host
+  challenge (host). The card cryptogram is verified before EXTERNAL AUTHENTICATE is sent.
+* C-MAC (§E.4.4): ISO/IEC 9797-1 algorithm 3 ("retail MAC") under the C-MAC session key; on the modified
+  APDU (CLA with SM bit, Lc + 8) unless i bit ``02`` asks for the unmodified APDU; ICV zero for EXTERNAL
+  AUTHENTICATE, then the previous C-MAC, encrypted with single DES under the first half of the C-MAC key
+  when i bit ``10`` is set (i = ``15``/``55``).
+* C-DECRYPTION (§E.4.6): 3DES-CBC, zero ICV, ``80 00…`` padding, over the plain command data (the C-MAC
+  is computed on the plain command first); only when there is command data.
+* R-MAC (§E.4.5, i bit ``20``): retail MAC under the R-MAC session key over the unmodified command
+  header ‖ Lc ‖ plain command data ‖ response data length ‖ response data ‖ SW, ICV = the previous R-MAC
+  (zeros at first). Responses with an error status word are passed through without R-MAC (the SCP03 rule
+  of Amendment D §6.2.5, applied here too).
+
+Not implemented (explicit errors): implicit initiation (i bit ``04`` = 0, i = ``0A``/``0B``/``1A``/``1B``)
+and the ICV "MAC over AID" (i bit ``08``). The card side answers with a random card challenge even when i
+bit ``40`` announces the well-known pseudo-random algorithm (§E.4.2.1); the host does not check it.
+SCP01 (3DES, GPCS 2.1.1 Appendix D) is not implemented.
+
+Only the session-key derivation, the cryptograms and the C-MAC with ICV encryption are checked against
+published values (``vectors/gp_scp02.json``); C-DECRYPTION and R-MAC are checked host against card only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from cardkit.apdu import CommandApdu, ResponseApdu
+from cardkit.crypto import (
+    Alg,
+    des3_cbc_decrypt,
+    des3_cbc_encrypt,
+    des3_cbc_mac,
+    des_ecb_encrypt,
+    pad_m2,
+    retail_mac,
+    unpad_m2,
+)
+from cardkit.errors import AuthenticationError, PaddingError, SecureChannelError
+from cardkit.session import Send
+from cardkit.sm.gp import (
+    KDD_LENGTH,
+    GpKeySet,
+    InitializeUpdateError,
+    Rng,
+    SecurityLevel,
+    check_level,
+    clear_sm_cla,
+    has_sm_cla,
+    initialize_update_command,
+    is_protected_sw,
+    lc_bytes,
+    random_bytes,
+    sm_cla,
+)
+from cardkit.sw import check
+
+__all__ = [
+    "I_EXPLICIT",
+    "I_ICV_ENCRYPT",
+    "I_ICV_MAC_AID",
+    "I_PSEUDO_RANDOM",
+    "I_R_MAC",
+    "I_THREE_KEYS",
+    "I_UNMODIFIED_APDU",
+    "SCP02",
+    "Scp02Card",
+    "Scp02Channel",
+    "Scp02Host",
+    "Scp02InitResponse",
+    "Scp02Session",
+    "Scp02SessionKeys",
+    "card_cryptogram",
+    "check_i",
+    "host_cryptogram",
+]
+
+logger = logging.getLogger(__name__)
+
+#: SCP identifier in the INITIALIZE UPDATE response (GPCS 2.3.1 §E.5.1.3).
+SCP02 = 0x02
+# GPCS 2.3.1 §E.1.1: the "i" parameter of SCP02.
+I_THREE_KEYS = 0x01  # 3 Secure Channel keys (else 1 base key)
+I_UNMODIFIED_APDU = 0x02  # C-MAC on the unmodified APDU (else on the modified APDU)
+I_EXPLICIT = 0x04  # explicit initiation (else implicit)
+I_ICV_MAC_AID = 0x08  # ICV = MAC over AID (else zero)
+I_ICV_ENCRYPT = 0x10  # ICV encryption for C-MAC session
+I_R_MAC = 0x20  # R-MAC support
+I_PSEUDO_RANDOM = 0x40  # well-known pseudo-random card challenge
+
+# GPCS 2.3.1 §E.4.1: derivation constants.
+DC_S_ENC = b"\x01\x82"
+DC_C_MAC = b"\x01\x01"
+DC_R_MAC = b"\x01\x02"
+DC_DEK = b"\x01\x81"
+
+# NIST SP 800-67: the DES block; GPCS 2.3.1 §E.4.4: 8-byte MACs.
+_BLOCK = 8
+# GPCS 2.3.1 §E.5.1.3: response 28 bytes; counter 2, card challenge 6, cryptogram 8.
+_RESPONSE_LENGTH = 28
+_SEQ_LEN = 2
+_SEQ_MAX = 0xFFFF
+_CHALLENGE_LEN = 6
+_HOST_CHALLENGE_LEN = 8
+# GPCS 2.3.1 §E.5.2: EXTERNAL AUTHENTICATE, CLA 84, INS 82.
+_CLA_GP = 0x80
+_INS_EXTERNAL_AUTHENTICATE = 0x82
+# ISO 7816-4:2020 §5.6 / GPCS 2.3.1 §E.5 status words used by the card side.
+_SW_OK = 0x9000
+_SW_AUTH_FAILED = 0x6300
+_SW_WRONG_LENGTH = 0x6700
+_SW_SECURITY = 0x6982
+_SW_CONDITIONS = 0x6985
+_SW_WRONG_P1P2 = 0x6A86
+_SW_KEY_NOT_FOUND = 0x6A88
+
+
+def check_i(i: int) -> int:
+    """Validate an SCP02 i parameter for what this module implements (explicit initiation, ICV zero)."""
+    if not isinstance(i, int) or not 0 <= i <= 0x7F:
+        raise SecureChannelError(f"SCP02 i parameter must be 00..7F, got {i!r}")
+    if not i & I_EXPLICIT:
+        raise SecureChannelError(f"SCP02 i={i:02X}: implicit initiation is not supported (explicit only)")
+    if i & I_ICV_MAC_AID:
+        raise SecureChannelError(f"SCP02 i={i:02X}: ICV 'MAC over AID' is not supported (ICV zero only)")
+    return i
+
+
+def card_cryptogram(s_enc: bytes, host_challenge: bytes, sequence_counter: bytes, card_challenge: bytes) -> bytes:
+    """GPCS 2.3.1 §E.4.2.1: 3DES CBC-MAC under S-ENC over host challenge ‖ counter ‖ card challenge."""
+    return des3_cbc_mac(s_enc, bytes(host_challenge) + bytes(sequence_counter) + bytes(card_challenge))
+
+
+def host_cryptogram(s_enc: bytes, host_challenge: bytes, sequence_counter: bytes, card_challenge: bytes) -> bytes:
+    """GPCS 2.3.1 §E.4.2.2: 3DES CBC-MAC under S-ENC over counter ‖ card challenge ‖ host challenge."""
+    return des3_cbc_mac(s_enc, bytes(sequence_counter) + bytes(card_challenge) + bytes(host_challenge))
+
+
+@dataclass(frozen=True)
+class Scp02SessionKeys:
+    """S-ENC, C-MAC, R-MAC and DEK session keys (GPCS 2.3.1 §E.4.1). The repr shows no key bytes."""
+
+    s_enc: bytes = field(repr=False)
+    c_mac: bytes = field(repr=False)
+    r_mac: bytes = field(repr=False)
+    dek: bytes = field(repr=False)
+
+    @staticmethod
+    def derive_key(static_key: bytes, constant: bytes, sequence_counter: bytes) -> bytes:
+        return des3_cbc_encrypt(static_key, bytes(constant) + bytes(sequence_counter) + bytes(12))
+
+    @classmethod
+    def derive(cls, keys: GpKeySet, sequence_counter: bytes, i: int = 0x55) -> Scp02SessionKeys:
+        seq = bytes(sequence_counter)
+        if len(seq) != _SEQ_LEN:
+            raise SecureChannelError(f"SCP02 sequence counter must be {_SEQ_LEN} bytes, got {len(seq)}")
+        three = bool(i & I_THREE_KEYS)
+        enc, mac, dek = (keys.enc, keys.mac, keys.dek) if three else (keys.enc, keys.enc, keys.enc)
+        d = cls.derive_key
+        return cls(d(enc, DC_S_ENC, seq), d(mac, DC_C_MAC, seq), d(mac, DC_R_MAC, seq), d(dek, DC_DEK, seq))
+
+
+@dataclass(frozen=True)
+class Scp02InitResponse:
+    """The INITIALIZE UPDATE response of SCP02 (GPCS 2.3.1 §E.5.1.3)."""
+
+    kdd: bytes
+    key_version: int
+    scp_id: int
+    sequence_counter: bytes
+    card_challenge: bytes
+    card_cryptogram: bytes
+
+    @classmethod
+    def parse(cls, data: bytes) -> Scp02InitResponse:
+        data = bytes(data)
+        if len(data) != _RESPONSE_LENGTH:
+            raise InitializeUpdateError(f"SCP02 INITIALIZE UPDATE response must be 28 bytes, got {len(data)}")
+        if data[11] != SCP02:
+            raise InitializeUpdateError(f"response announces SCP{data[11]:02X}, not SCP02", offset=11)
+        return cls(data[:10], data[10], data[11], data[12:14], data[14:20], data[20:28])
+
+    def to_bytes(self) -> bytes:
+        return (self.kdd + bytes([self.key_version, self.scp_id]) + self.sequence_counter + self.card_challenge
+                + self.card_cryptogram)
+
+
+# --------------------------------------------------------------------------------------------- session core
+
+
+class Scp02Session:
+    """The state of one open SCP02 session: C-MAC ICV, R-MAC ICV, level, i. No I/O."""
+
+    def __init__(self, keys: Scp02SessionKeys, level: SecurityLevel, i: int) -> None:
+        self.keys = keys
+        self.level = level
+        self.i = check_i(i)
+        self.last_c_mac: bytes | None = None  # None until EXTERNAL AUTHENTICATE's C-MAC
+        self.last_r_mac = bytes(_BLOCK)
+        self.closed = False
+        self._r_context = b""  # unmodified header ‖ Lc ‖ plain data of the last command, for R-MAC
+
+    def __repr__(self) -> str:
+        return f"Scp02Session(level={int(self.level):02X}, i={self.i:02X}, closed={self.closed})"
+
+    def fail(self, message: str) -> NoReturn:
+        self.closed = True
+        logger.warning("SCP02 channel closed: %s", message)
+        raise SecureChannelError(message)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise SecureChannelError("SCP02 channel is closed")
+
+    def mac_command(self, cla: int, ins: int, p1: int, p2: int, data: bytes) -> bytes:
+        """C-MAC of a plain command (``cla`` without SM indication); updates the ICV chain."""
+        if self.last_c_mac is None:
+            icv = bytes(_BLOCK)
+        elif self.i & I_ICV_ENCRYPT:
+            icv = des_ecb_encrypt(self.keys.c_mac[:8], self.last_c_mac)
+        else:
+            icv = self.last_c_mac
+        if self.i & I_UNMODIFIED_APDU:
+            head = bytes([cla, ins, p1, p2]) + lc_bytes(len(data))
+        else:
+            head = bytes([sm_cla(cla), ins, p1, p2]) + lc_bytes(len(data) + _BLOCK)
+        self.last_c_mac = retail_mac(self.keys.c_mac, head + data, icv)
+        return self.last_c_mac
+
+    def _remember(self, cla: int, ins: int, p1: int, p2: int, data: bytes) -> None:
+        self._r_context = bytes([cla, ins, p1, p2]) + lc_bytes(len(data)) + data
+
+    def _r_mac(self, data: bytes, sw: int) -> bytes:
+        return retail_mac(self.keys.r_mac, self._r_context + lc_bytes(len(data)) + data + sw.to_bytes(2, "big"),
+                          self.last_r_mac)
+
+    # -- host side
+    def wrap_command(self, command: CommandApdu) -> CommandApdu:
+        self._check_open()
+        if not self.level & SecurityLevel.C_MAC:
+            return command
+        cla = clear_sm_cla(command.cla)
+        mac = self.mac_command(cla, command.ins, command.p1, command.p2, command.data)
+        self._remember(cla, command.ins, command.p1, command.p2, command.data)
+        data = command.data
+        if self.level & SecurityLevel.C_DEC and data:
+            data = des3_cbc_encrypt(self.keys.s_enc, pad_m2(data, _BLOCK))
+        return command.replace(cla=sm_cla(cla), data=data + mac)
+
+    def unwrap_response(self, response: ResponseApdu) -> ResponseApdu:
+        self._check_open()
+        if not is_protected_sw(response.sw) or not self.level & SecurityLevel.R_MAC:
+            return response
+        if len(response.data) < _BLOCK:
+            self.fail(f"response of {len(response.data)} bytes is too short for its 8-byte R-MAC")
+        body, mac = response.data[:-_BLOCK], response.data[-_BLOCK:]
+        if not hmac.compare_digest(self._r_mac(body, response.sw), mac):
+            self.fail(f"R-MAC verification failed (SW {response.sw:04X})")
+        self.last_r_mac = mac
+        return ResponseApdu(body, response.sw1, response.sw2)
+
+    # -- card side
+    def unwrap_command(self, command: CommandApdu) -> CommandApdu:
+        self._check_open()
+        if not self.level & SecurityLevel.C_MAC:
+            return command
+        if not has_sm_cla(command.cla):
+            self.fail(f"command {command.label} has no secure messaging indication in CLA {command.cla:02X}")
+        if len(command.data) < _BLOCK:
+            self.fail(f"command data of {len(command.data)} bytes is too short for its 8-byte C-MAC")
+        body, mac = command.data[:-_BLOCK], command.data[-_BLOCK:]
+        if self.level & SecurityLevel.C_DEC and body:
+            if len(body) % _BLOCK:
+                self.fail(f"encrypted command data of {len(body)} bytes is not a multiple of 8")
+            try:
+                body = unpad_m2(des3_cbc_decrypt(self.keys.s_enc, body), _BLOCK)
+            except PaddingError:
+                self.fail("bad padding in the decrypted command data")
+        cla = clear_sm_cla(command.cla)
+        if not hmac.compare_digest(self.mac_command(cla, command.ins, command.p1, command.p2, body), mac):
+            self.fail(f"C-MAC verification failed for {command.label}")
+        self._remember(cla, command.ins, command.p1, command.p2, body)
+        return command.replace(cla=cla, data=body)
+
+    def wrap_response(self, response: ResponseApdu) -> ResponseApdu:
+        self._check_open()
+        if not is_protected_sw(response.sw) or not self.level & SecurityLevel.R_MAC:
+            return response
+        mac = self._r_mac(response.data, response.sw)
+        self.last_r_mac = mac
+        return ResponseApdu(response.data + mac, response.sw1, response.sw2)
+
+
+# ------------------------------------------------------------------------------------------------- host
+
+
+class Scp02Channel:
+    """An open SCP02 secure channel on the host: a session processor (``process(command, send)``)."""
+
+    def __init__(self, session: Scp02Session, init: Scp02InitResponse, host_challenge: bytes) -> None:
+        self._session = session
+        self.init_response = init
+        self.host_challenge = host_challenge
+
+    def __repr__(self) -> str:
+        return (f"Scp02Channel(kvn=0x{self.key_version:02X}, i=0x{self.i:02X}, level={int(self.level):02X}, "
+                f"closed={self.closed})")
+
+    @property
+    def level(self) -> SecurityLevel:
+        return self._session.level
+
+    @property
+    def i(self) -> int:
+        return self._session.i
+
+    @property
+    def key_version(self) -> int:
+        return self.init_response.key_version
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    @property
+    def session_keys(self) -> Scp02SessionKeys:
+        return self._session.keys
+
+    @property
+    def dek(self) -> bytes:
+        """The key that encrypts sensitive data (PUT KEY): the session DEK in SCP02 (GPCS 2.3.1 §E.4.7)."""
+        return self._session.keys.dek
+
+    def close(self) -> None:
+        self._session.closed = True
+
+    def wrap(self, command: CommandApdu) -> CommandApdu:
+        return self._session.wrap_command(command)
+
+    def unwrap(self, response: ResponseApdu) -> ResponseApdu:
+        return self._session.unwrap_response(response)
+
+    def process(self, command: CommandApdu, send: Send) -> ResponseApdu:
+        return self.unwrap(send(self.wrap(command)))
+
+
+class Scp02Host:
+    """The host side of the SCP02 explicit handshake."""
+
+    @staticmethod
+    def open(send: Send, keys: GpKeySet, *, level: int | SecurityLevel, key_version: int = 0,
+             host_challenge: bytes | None = None, rng: Rng | None = None, i: int = 0x55) -> Scp02Channel:
+        """INITIALIZE UPDATE, verify the card cryptogram, EXTERNAL AUTHENTICATE; return the open channel.
+
+        SCP02 cards do not return i: pass the card's (``15``, ``55``, ``35``/``75`` with R-MAC, …). Raises
+        :class:`AuthenticationError` — with nothing more sent — when the card cryptogram does not verify, and
+        when the card refuses the host cryptogram (6300); :class:`SecureChannelError` for malformed responses
+        and unsupported options; a typed status-word error for other refusals.
+        """
+        lvl = check_level(level, r_enc=False)
+        check_i(i)
+        if lvl & SecurityLevel.R_MAC and not i & I_R_MAC:
+            raise SecureChannelError(f"level {int(lvl):02X} needs R-MAC, which i={i:02X} does not offer")
+        if keys.alg is not Alg.DES3:
+            raise SecureChannelError(f"SCP02 needs a 3DES key set, got {keys.alg.value}")
+        if host_challenge is None:
+            host_challenge = (rng or random_bytes)(_HOST_CHALLENGE_LEN)
+        host_challenge = bytes(host_challenge)
+        if len(host_challenge) != _HOST_CHALLENGE_LEN:
+            raise SecureChannelError(f"SCP02 host challenge must be 8 bytes, got {len(host_challenge)}")
+        command = initialize_update_command(key_version, host_challenge)
+        init = Scp02InitResponse.parse(check(send(command), command).data)
+        if key_version and init.key_version != key_version:
+            raise SecureChannelError(f"asked for key version {key_version:02X}, card used {init.key_version:02X}")
+        keys_s = Scp02SessionKeys.derive(keys, init.sequence_counter, i)
+        expected = card_cryptogram(keys_s.s_enc, host_challenge, init.sequence_counter, init.card_challenge)
+        if not hmac.compare_digest(expected, init.card_cryptogram):
+            raise AuthenticationError(
+                f"SCP02 card cryptogram does not verify with key set {keys!r} (key version "
+                f"{init.key_version:02X} on the card): wrong keys or wrong diversification")
+        session = Scp02Session(keys_s, lvl, i)
+        cryptogram = host_cryptogram(keys_s.s_enc, host_challenge, init.sequence_counter, init.card_challenge)
+        mac = session.mac_command(_CLA_GP, _INS_EXTERNAL_AUTHENTICATE, int(lvl), 0, cryptogram)
+        ext = CommandApdu(sm_cla(_CLA_GP), _INS_EXTERNAL_AUTHENTICATE, int(lvl), 0, cryptogram + mac,
+                          name="EXTERNAL AUTHENTICATE", sensitive=True)
+        answer = send(ext)
+        if answer.sw == _SW_AUTH_FAILED:
+            raise AuthenticationError("the card rejected the SCP02 host cryptogram (6300)")
+        check(answer, ext)
+        logger.debug("SCP02 channel open: kvn %02X, i %02X, level %02X", init.key_version, i, int(lvl))
+        return Scp02Channel(session, init, host_challenge)
+
+
+# ------------------------------------------------------------------------------------------------- card
+
+
+class Scp02Card:
+    """The card side of SCP02 (explicit initiation). The sequence counter is incremented when a session opens."""
+
+    def __init__(self, keys: GpKeySet, sequence_counter: int = 0, *, i: int = 0x55, rng: Rng | None = None,
+                 kdd: bytes = bytes(KDD_LENGTH)) -> None:
+        if keys.alg is not Alg.DES3:
+            raise SecureChannelError(f"SCP02 needs a 3DES key set, got {keys.alg.value}")
+        if not 0 <= sequence_counter <= _SEQ_MAX:
+            raise SecureChannelError(f"SCP02 sequence counter must fit 2 bytes, got {sequence_counter!r}")
+        if len(kdd) != KDD_LENGTH:
+            raise SecureChannelError(f"key diversification data must be {KDD_LENGTH} bytes, got {len(kdd)}")
+        self.keys = keys
+        self.i = check_i(i)
+        self.sequence_counter = sequence_counter
+        self.kdd = bytes(kdd)
+        self._rng = rng or random_bytes
+        self._pending: tuple[bytes, bytes, bytes, Scp02SessionKeys] | None = None
+        self.session: Scp02Session | None = None
+
+    def __repr__(self) -> str:
+        return f"Scp02Card(keys={self.keys!r}, i=0x{self.i:02X}, open={self.session_open})"
+
+    @property
+    def session_open(self) -> bool:
+        return self.session is not None and not self.session.closed
+
+    @property
+    def session_dek(self) -> bytes | None:
+        """The session DEK of the open session (decrypts PUT KEY data, GPCS 2.3.1 §E.4.7), else None."""
+        return self.session.keys.dek if self.session is not None and not self.session.closed else None
+
+    @property
+    def dek(self) -> bytes | None:
+        return self.session_dek
+
+    def close(self) -> None:
+        self._pending = None
+        if self.session is not None:
+            self.session.closed = True
+
+    def initialize_update(self, command: CommandApdu) -> ResponseApdu:
+        self.close()
+        if command.p2 != 0:
+            return ResponseApdu.of(_SW_WRONG_P1P2)
+        if command.p1 not in (0, self.keys.version):
+            return ResponseApdu.of(_SW_KEY_NOT_FOUND)
+        if len(command.data) != _HOST_CHALLENGE_LEN:
+            return ResponseApdu.of(_SW_WRONG_LENGTH)
+        if self.sequence_counter > _SEQ_MAX:
+            return ResponseApdu.of(_SW_CONDITIONS)
+        seq = self.sequence_counter.to_bytes(_SEQ_LEN, "big")
+        challenge = bytes(self._rng(_CHALLENGE_LEN))
+        keys = Scp02SessionKeys.derive(self.keys, seq, self.i)
+        init = Scp02InitResponse(self.kdd, self.keys.version, SCP02, seq, challenge,
+                                 card_cryptogram(keys.s_enc, command.data, seq, challenge))
+        self._pending = (command.data, seq, challenge, keys)
+        return ResponseApdu.of(_SW_OK, init.to_bytes())
+
+    def external_authenticate(self, command: CommandApdu) -> ResponseApdu:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return ResponseApdu.of(_SW_CONDITIONS)
+        host, seq, challenge, keys = pending
+        if command.p2 != 0:
+            return ResponseApdu.of(_SW_WRONG_P1P2)
+        try:
+            lvl = check_level(command.p1, r_enc=False)
+        except ValueError:
+            return ResponseApdu.of(_SW_WRONG_P1P2)
+        if lvl & SecurityLevel.R_MAC and not self.i & I_R_MAC:
+            return ResponseApdu.of(_SW_WRONG_P1P2)
+        if len(command.data) != 2 * _BLOCK:
+            return ResponseApdu.of(_SW_WRONG_LENGTH)
+        session = Scp02Session(keys, lvl, self.i)
+        cryptogram, mac = command.data[:_BLOCK], command.data[_BLOCK:]
+        cla = clear_sm_cla(command.cla)
+        if not has_sm_cla(command.cla) or not hmac.compare_digest(
+                session.mac_command(cla, command.ins, command.p1, command.p2, cryptogram), mac):
+            return ResponseApdu.of(_SW_SECURITY)
+        if not hmac.compare_digest(host_cryptogram(keys.s_enc, host, seq, challenge), cryptogram):
+            return ResponseApdu.of(_SW_AUTH_FAILED)
+        self.session = session
+        self.sequence_counter += 1
+        return ResponseApdu.of(_SW_OK)
+
+    def _require(self) -> Scp02Session:
+        if self.session is None or self.session.closed:
+            raise SecureChannelError("no open SCP02 session on the card")
+        return self.session
+
+    def unwrap_command(self, command: CommandApdu) -> CommandApdu:
+        return self._require().unwrap_command(command)
+
+    def wrap_response(self, response: ResponseApdu) -> ResponseApdu:
+        return self._require().wrap_response(response)
+
+    def handle(self, command: CommandApdu, app: Callable[[CommandApdu], ResponseApdu]) -> ResponseApdu:
+        """Route one command like :meth:`cardkit.sm.scp03.Scp03Card.handle`."""
+        if command.ins == 0x50 and command.cla & 0x80:  # GPCS 2.3.1 §E.5.1 INITIALIZE UPDATE
+            return self.initialize_update(command)
+        if command.ins == _INS_EXTERNAL_AUTHENTICATE and command.cla & 0x80 and self._pending is not None:
+            return self.external_authenticate(command)
+        if not self.session_open:
+            return ResponseApdu.of(_SW_SECURITY) if has_sm_cla(command.cla) else app(command)
+        try:
+            plain = self.unwrap_command(command)
+        except SecureChannelError:
+            return ResponseApdu.of(_SW_SECURITY)
+        return self.wrap_response(app(plain))
