@@ -497,4 +497,4 @@ def test_card_comes_back_after_pcscd_is_killed_and_restarted(pcscd: PcscDaemon,
     assert wait_for_card(reader, 10.0) == ATR
     with PcscTransport(reader) as transport:
         assert transport.transmit(SELECT_TEST.to_bytes()) == b"\x90\x00"
-    assert server.connections == 2
+    assert server.connections >= 2  # reconnected after the restart (vpcd may also drop a half-open link)
