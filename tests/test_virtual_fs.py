@@ -12,6 +12,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cardkit.acl import AccessRules
 from cardkit.apdu import CommandApdu, ResponseApdu
@@ -28,11 +30,15 @@ from cardkit.virtual import (
     ImageError,
     KeyObject,
     Lcs,
+    SwError,
     VirtualCard,
+    build_fcp,
     card_from_dict,
     card_to_dict,
     load_image,
+    parse_fcp,
 )
+from cardkit.virtual.fs import FileSpec
 
 KEY = bytes(range(0x40, 0x50))  # the test transport key (AES-128), test only
 SERIAL = bytes.fromhex("01020304")
@@ -647,3 +653,56 @@ def test_feeder_hands_out_unique_serials(tmp_path: Path) -> None:
     assert f3.next_card().serial == bytes.fromhex("C000000D")
     card = cards[0]
     assert card.mf.keys[0].value == KEY and card.mf.rules.rule("create-ef").text == "issuer"
+
+
+# ------------------------------------------------------------------------------------------ FCP properties
+
+_rule_text = st.sampled_from(["always", "never", "pin:01", "key:02", "sm", "issuer", "pin:01 or key:03 and sm"])
+_fids = st.integers(0x0001, 0xFFFE).filter(lambda f: f not in (0x3F00, 0x3FFF))
+_lcs = st.sampled_from([Lcs.CREATION, Lcs.INITIALISATION, Lcs.ACTIVATED, Lcs.DEACTIVATED])
+
+
+@st.composite
+def _ef_specs(draw: st.DrawFn) -> FileSpec:
+    structure = draw(st.sampled_from(list(EfType)))
+    read, upd, wr = draw(_rule_text), draw(_rule_text), draw(_rule_text)
+    rules = AccessRules(read=read, update=upd, erase=upd, write=wr, append=wr, delete=draw(_rule_text))
+    transparent = structure is EfType.TRANSPARENT
+    return FileSpec(fid=draw(_fids), is_df=False, structure=structure,
+                    size=draw(st.integers(0, 0x8000)) if transparent else 0,
+                    record_size=0 if transparent else draw(st.integers(1, 255)),
+                    record_count=0 if transparent else draw(st.integers(1, 254)),
+                    sfi=draw(st.none() | st.integers(1, 30)), lcs=draw(_lcs), rules=rules)
+
+
+@st.composite
+def _df_specs(draw: st.DrawFn) -> FileSpec:
+    rules = AccessRules(create_ef=draw(_rule_text), create_df=draw(_rule_text), delete_child=draw(_rule_text))
+    return FileSpec(fid=draw(_fids), is_df=True, name=draw(st.none() | st.binary(min_size=1, max_size=16)),
+                    lcs=draw(_lcs), rules=rules)
+
+
+@given(_ef_specs() | _df_specs())
+def test_fcp_round_trip(spec: FileSpec) -> None:
+    assert parse_fcp(build_fcp(spec.build())) == spec
+
+
+@given(st.binary(max_size=80))
+def test_parse_fcp_answers_only_6a80(data: bytes) -> None:
+    try:
+        spec = parse_fcp(data)
+    except SwError as exc:
+        assert exc.sw == 0x6A80
+    else:
+        spec.validate()
+
+
+@given(_ef_specs(), st.data())
+def test_parse_fcp_mutations_answer_only_6a80(spec: FileSpec, data: st.DataObject) -> None:
+    raw = bytearray(build_fcp(spec.build()))
+    i = data.draw(st.integers(0, len(raw) - 1))
+    raw[i] = data.draw(st.integers(0, 255))
+    try:
+        parse_fcp(bytes(raw))
+    except SwError as exc:
+        assert exc.sw == 0x6A80

@@ -12,6 +12,10 @@ Building a tree in Python (:meth:`DF.add_df`, :meth:`DF.add_ef`) bypasses access
 card manufacturer's or an image loader's work. Card commands go through :mod:`cardkit.virtual.card`.
 
 Failures the card answers with a status word are raised as :class:`SwError` (internal to the card OS).
+
+READ BINARY answers 6282 when the end of the file comes before Ne bytes — except for Le = 00 / 0000 ("as many
+as available", ISO 7816-4:2020 §5.1), which answers what is there with 9000. WRITE BINARY ORs the data in
+(data coding byte 41). Linear fixed and cyclic records must have exactly the record size (else 6700).
 """
 
 from __future__ import annotations
