@@ -133,7 +133,7 @@ class Ledger:
 
     # ------------------------------------------------------------------------------------------ loading
     def create_batch(self, batch_id: str, profile: str, source_digest: str,
-                     records: Iterable[tuple[int, Mapping[str, str]]], identity_of: Callable[[Mapping[str, str]], str],
+                     records: Iterable[tuple[int, dict[str, str]]], identity_of: Callable[[dict[str, str]], str],
                      rejected: Iterable[tuple[int, str]] = (), options: Mapping[str, Any] | None = None, *,
                      allow_reissue: bool = False) -> int:
         """Load a whole batch in one transaction and return its record count (loaded + rejected).
@@ -586,7 +586,7 @@ def _name(value: str, what: str) -> None:
         raise LedgerError(f"a {what} name must be a non-empty string of at most 200 characters")
 
 
-def _identity(identity_of: Callable[[Mapping[str, str]], str], fields: Mapping[str, str], line: int) -> str:
+def _identity(identity_of: Callable[[dict[str, str]], str], fields: dict[str, str], line: int) -> str:
     ident = identity_of(fields)
     if not isinstance(ident, str) or not ident:
         raise LedgerError(f"line {line}: identity_of must return a non-empty pseudonym string")

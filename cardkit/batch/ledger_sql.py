@@ -233,6 +233,9 @@ class _Postgres(Database):
         self._psycopg = psycopg
         try:
             self._conn = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(connect_timeout_s)))
+            # Wait for row locks at most as long as SQLite waits for its lock (PostgreSQL 15 §20.11
+            # lock_timeout), so a station stuck inside a transaction cannot block the others forever.
+            self._conn.execute(f"SET lock_timeout = {max(1, int(connect_timeout_s * 1000))}")
         except psycopg.Error as exc:
             raise LedgerDatabaseError(f"cannot connect to the PostgreSQL ledger: {_first_line(exc)}") from exc
         self._sql_cache: dict[str, str] = {}

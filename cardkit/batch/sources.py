@@ -263,6 +263,9 @@ def _csv_reason(exc: csv.Error) -> str:
         return "a quoted field is not closed before the end of the file (truncated file?)"
     if "expected after" in text:
         return "characters after a closing quote (a quote inside a field must be doubled)"
+    if "new-line character seen in unquoted field" in text:
+        return ("a line break inside an unquoted field: CR-only (old Mac) line ends? convert them to LF or CRLF, "
+                "or quote the field")
     if "field larger than field limit" in text:
         return "a field is longer than the field size limit (an unclosed quote?)"
     return text

@@ -31,6 +31,7 @@ from cardkit.batch import (
     UnknownRecordError,
 )
 from cardkit.batch.ledger_sql import SCHEMA_VERSION
+from cardkit.errors import KeyError_, KeystoreError
 
 from .conftest import Clock
 
@@ -72,6 +73,11 @@ def test_sqlite_files_are_private(tmp_path: Path) -> None:
         for p in tmp_path.iterdir():
             assert stat.S_IMODE(p.stat().st_mode) == 0o600, p.name
         assert lg.dialect == "sqlite" and lg.path == tmp_path / "l.db"
+        with lg._db.transaction(write=False) as tx:
+            assert tx.scalar("PRAGMA journal_mode") == "wal"
+            assert tx.scalar("PRAGMA synchronous") == 2  # FULL
+            assert tx.scalar("PRAGMA foreign_keys") == 1
+            assert tx.scalar("PRAGMA busy_timeout") == 30_000
 
 
 def test_relative_and_bare_sqlite_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -105,6 +111,37 @@ def test_reopen_keeps_data_and_newer_schema_is_refused(ledger_url: str, clock: C
             tx.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (SCHEMA_VERSION + 1, 0.0))
     with pytest.raises(SchemaVersionError, match=f"schema version {SCHEMA_VERSION + 1}.*upgrade cardkit"):
         Ledger.open(ledger_url, clock=clock)
+
+
+# ------------------------------------------------------------------------------------------------ pseudonyms
+def test_pseudonym_is_truncated_hmac_sha256() -> None:
+    # RFC 4231 §4.2 test case 1: HMAC-SHA-256(key = 0x0b * 20, "Hi There") = b0344c61d8db3853...
+    assert Pseudonymizer(b"\x0b" * 20).of("Hi There") == "b0344c61d8db3853"
+    pz = Pseudonymizer(b"k" * 32)
+    assert pz.of("440304200412157929") == pz.of("440304200412157929") != pz.of("440304200412157928")
+    assert "k" * 16 not in repr(pz) and len(pz.key_id) == 8
+    with pytest.raises(KeyError_):
+        Pseudonymizer(b"short")
+
+
+def test_pseudonym_key_file_beside_the_ledger(tmp_path: Path) -> None:
+    db = tmp_path / "bureau.db"
+    a = Pseudonymizer.for_ledger(db)
+    key_file = tmp_path / "bureau.db.pseudonym-key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and len(key_file.read_bytes()) == 32
+    assert Pseudonymizer.for_ledger(db).of("x") == a.of("x")  # same key on the next run
+    assert Pseudonymizer.for_ledger(tmp_path / "other.db").of("x") != a.of("x")
+    key_file.chmod(0o644)
+    with pytest.raises(KeystoreError, match="chmod 600"):
+        Pseudonymizer.for_ledger(db)
+    with pytest.raises(KeystoreError, match="does not exist"):
+        Pseudonymizer.from_key_file(tmp_path / "none", create=False)
+    (tmp_path / "tiny").write_bytes(b"123")
+    (tmp_path / "tiny").chmod(0o600)
+    with pytest.raises(KeystoreError, match="at least 16"):
+        Pseudonymizer.from_key_file(tmp_path / "tiny")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bureau.db.pseudonym-key", "other.db.pseudonym-key",
+                                                          "tiny"]  # no temporary files left
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -155,7 +192,7 @@ def test_identity_of_failure_rolls_back(ledger: Ledger) -> None:
         return ident(fields)
 
     with pytest.raises(KeyError):
-        ledger.create_batch("B1", "ssc", DIGEST, people(10), bad)  # type: ignore[arg-type]
+        ledger.create_batch("B1", "ssc", DIGEST, people(10), bad)
     assert ledger.batches() == []
     with pytest.raises(LedgerError, match="line 2: identity_of must return"):
         ledger.create_batch("B1", "ssc", DIGEST, people(3), lambda f: "")
