@@ -76,12 +76,19 @@ def pcscd() -> Iterator[PcscDaemon]:
         if os.environ.get("CI"):
             pytest.fail(f"CI is set but the PC/SC stack is incomplete: {missing}")
         pytest.skip(missing)
+    # One pcscd per machine: concurrent test runs (several developers' sessions, benchmarks) take turns.
+    import fcntl
+
+    lock = open("/tmp/cardkit-pcscd-tests.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     daemon = PcscDaemon(readers=PCSCD_TEST_READERS)
     daemon.start()
     try:
         yield daemon
     finally:
         daemon.stop()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
 
 
 @pytest.fixture(scope="session")

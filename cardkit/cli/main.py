@@ -22,7 +22,29 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "atr": ("cardkit.cli.basic", "atr", "Decode an ATR (given, or of the card in the reader)."),
     "apdu": ("cardkit.cli.basic", "apdu", "Send raw APDUs and show the responses."),
     "tlv": ("cardkit.cli.basic", "tlv", "Decode BER-TLV data and print it as a tree."),
-    "demo": ("cardkit.cli.basic", "demo", "Run a short demonstration session against a card."),
+    "demo": ("cardkit.cli.basic", "demo", "Issue and verify sample cards on virtual cards (TEST keys)."),
+    # issuance (one card) — cardkit/cli/issue.py
+    "layout": ("cardkit.cli.issue", "layout", "Validate a profile or show its file tree, rules and record schema."),
+    "personalize": ("cardkit.cli.issue", "personalize", "Personalize one card from a record and verify it."),
+    "verify": ("cardkit.cli.issue", "verify", "Read a card back and compare it with a profile and record."),
+    "dump": ("cardkit.cli.issue", "dump", "Decode every file of a card with the profile's field names."),
+    "pin": ("cardkit.cli.issue", "pin", "PIN operations: status, change, unblock."),
+    "card": ("cardkit.cli.issue", "card", "Card life cycle: block, unblock, terminate."),
+    "ssc": ("cardkit.cli.issue", "ssc", "Social security card operations (bind-family, ...)."),
+    # batches — cardkit/cli/batch.py
+    "batch": ("cardkit.cli.batch", "batch", "Issuance batches: validate, run, status, report, resume, cancel."),
+    "audit": ("cardkit.cli.batch", "audit", "Verify a hash-chained audit journal."),
+    # technician / integrator tools — cardkit/cli/info.py, cardkit/cli/script.py, cardkit/cli/shell.py
+    "info": ("cardkit.cli.info", "info", "Diagnose a card: ATR, CPLC, GP data, applications, files, PINs."),
+    "snapshot": ("cardkit.cli.info", "snapshot", "Write everything readable on a card as JSON."),
+    "diff": ("cardkit.cli.info", "diff", "Compare two snapshots, or a snapshot with a profile and record."),
+    "script": ("cardkit.cli.script", "script", "Run APDU scripts (a superset of scriptor files)."),
+    "trace": ("cardkit.cli.script", "trace", "Show a trace file; turn it into a replay transcript."),
+    "shell": ("cardkit.cli.shell", "shell", "Interactive APDU shell over the script language."),
+    # keys — cardkit/cli/keys.py ; GlobalPlatform — cardkit/cli/gp.py ; virtual card — cardkit/cli/virtual.py
+    "keys": ("cardkit.cli.keys", "keys", "Keys: kcv, derive, identify, generate, import, list, wrap, unwrap, delete."),
+    "gp": ("cardkit.cli.gp", "gp", "GlobalPlatform: info, list, put-key, set-status, store-data."),
+    "virtual": ("cardkit.cli.virtual", "virtual", "Virtual cards: serve to pcscd, create, show."),
 }
 
 

@@ -83,7 +83,11 @@ def _level(value: str | bytes) -> bytes:
 
 
 def card_key(keystore: Keystore, profile: Profile, name: str, serial: bytes,
-             fields: Mapping[str, str]) -> bytes:
+             fields: Mapping[str, str], prepared: PreparedRecord | None = None) -> bytes:
+    """The value of the profile's key ``name`` for this card: computed from the record (key hook), or the
+    master key diversified level by level (record fields, ``serial`` = the chip serial)."""
+    if prepared is not None and name in prepared.record_keys:
+        return prepared.record_keys[name]
     spec = profile.key(name)
     levels = [_level(serial if lv == "serial" else fields.get(lv, "")) for lv in spec.diversify]
     return keystore.derive(spec.master, alg_of(profile.algorithm), levels).value
@@ -157,6 +161,10 @@ def expected_content(profile: Profile, prepared: PreparedRecord, keystore: Keyst
 
 def personalize(session: CardSession, profile: Profile, prepared: PreparedRecord, keystore: Keystore) -> CardResult:
     """Write one card. Raises at the first failure with the step, file and status word meaning."""
+    if profile.channel in ("scp03", "scp02"):
+        from cardkit.issuance.hooks import channel_handler
+
+        return channel_handler(profile.channel).personalize(session, profile, prepared, keystore)  # type: ignore[no-any-return]
     t0 = time.perf_counter()
     alg = alg_of(profile.algorithm)
     serial = chip_serial(session.atr)
@@ -171,7 +179,7 @@ def personalize(session: CardSession, profile: Profile, prepared: PreparedRecord
         if spec.df == "MF" and spec.ref == 0:
             continue  # the transport key is rotated last
         _select(session, profile, spec.df)
-        value = card_key(keystore, profile, spec.name, serial, fields)
+        value = card_key(keystore, profile, spec.name, serial, fields, prepared)
         session.send(put_key(1, spec.ref, alg, 2 if spec.usage == "sm" else 1, spec.max_tries, value),
                      context={"step": "load key", "key": spec.name})
     for pin in profile.pins:
@@ -200,6 +208,10 @@ def personalize(session: CardSession, profile: Profile, prepared: PreparedRecord
 def verify(session: CardSession, profile: Profile, prepared: PreparedRecord, keystore: Keystore,
            result: CardResult | None = None) -> dict[str, Any]:
     """Read every written file back through its access rules and compare; return the manifest."""
+    if profile.channel in ("scp03", "scp02"):
+        from cardkit.issuance.hooks import channel_handler
+
+        return channel_handler(profile.channel).verify(session, profile, prepared, keystore, result)  # type: ignore[no-any-return]
     t0 = time.perf_counter()
     alg = alg_of(profile.algorithm)
     serial = chip_serial(session.atr)
@@ -219,7 +231,7 @@ def verify(session: CardSession, profile: Profile, prepared: PreparedRecord, key
             if spec.usage == "external-auth" and f"key:{spec.ref:02X}" in read_rule.upper().replace("KEY:", "key:") \
                     and spec.ref not in authenticated:
                 external_authenticate(session.transmit, alg, card_key(keystore, profile, spec.name, serial,
-                                                                       prepared.card_fields),
+                                                                       prepared.card_fields, prepared),
                                       spec.ref | (0x80 if spec.df != "MF" else 0))  # ISO 7816-4 §7.5.1 b8
                 authenticated.add(spec.ref)
         digest = hashlib.sha256()

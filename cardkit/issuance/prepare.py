@@ -10,11 +10,15 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cardkit.errors import RecordError
 from cardkit.profiles.codecs import simple_tlv_record
 from cardkit.profiles.model import FieldSpec, Profile
 from cardkit.profiles.validators import VALIDATORS, check_id_consistency
+
+if TYPE_CHECKING:
+    from cardkit.keys.store import Keystore
 
 __all__ = ["PreparedRecord", "RecordProblems", "prepare", "validate_record"]
 
@@ -45,6 +49,8 @@ class PreparedRecord:
     binaries: Mapping[str, bytes]
     pins: Mapping[str, bytes] = field(repr=False)
     card_fields: Mapping[str, str] = field(repr=False)
+    #: Key values computed from the record (key hooks, e.g. the BAC key seed) — secret.
+    record_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:  # never show personal data or PINs
         return f"PreparedRecord(profile={self.profile!r}, files={len(self.records) + len(self.binaries)})"
@@ -127,8 +133,11 @@ def _generate_pin(length: int, rng: Callable[[int], int]) -> bytes:
 
 
 def prepare(profile: Profile, fields: Mapping[str, str], *, line: int | None = None,
-            rng: Callable[[int], int] = secrets.randbelow) -> PreparedRecord:
-    """Validate and encode one record; raise :class:`RecordProblems` listing every problem."""
+            rng: Callable[[int], int] = secrets.randbelow, keystore: Keystore | None = None) -> PreparedRecord:
+    """Validate and encode one record; raise :class:`RecordProblems` listing every problem.
+
+    ``keystore`` is needed only by profiles whose content hook signs data (e.g. the eMRTD EF.SOD).
+    """
     problems = validate_record(profile, fields, line=line)
     if problems:
         raise RecordProblems(problems, line=line)
@@ -154,6 +163,16 @@ def prepare(profile: Profile, fields: Mapping[str, str], *, line: int | None = N
             pins[pin.name] = fields[pin.initial[6:]].encode("ascii")
         else:
             pins[pin.name] = pin.initial[6:].encode("ascii")
+    if profile.content:
+        from cardkit.issuance.hooks import content_hook
+
+        binaries.update(content_hook(profile.content)(profile, fields, keystore))
+    record_keys: dict[str, bytes] = {}
+    for spec_key in profile.keys:
+        if spec_key.master.startswith("record:"):
+            from cardkit.issuance.hooks import key_hook
+
+            record_keys[spec_key.name] = key_hook(spec_key.master[7:])(profile, spec_key, fields)
     card_fields = {k: v for k, v in fields.items() if k in _EXTRA_FIELDS or k == profile.identity_field}
     return PreparedRecord(profile.name, profile.algorithm, fields.get(profile.identity_field, ""), records, binaries,
-                          pins, card_fields)
+                          pins, card_fields, record_keys)

@@ -125,6 +125,10 @@ class Profile:
     files: tuple[FileSpec, ...]
     operations: Mapping[str, OperationSpec]
     source: str = ""
+    #: Name of a content hook computing file contents from the whole record (cardkit.issuance.hooks).
+    content: str | None = None
+    #: Free-form options for hooks and channel handlers ([personalization] table keys not known here).
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def record_fields(self) -> tuple[FieldSpec, ...]:
@@ -293,8 +297,8 @@ def load_profile(path: str | Path, *, algorithm: str | None = None) -> Profile:
     base = p.parent
     _known(doc, {"profile", "personalization", "keys", "pins", "files", "operations"}, ctx, "profile")
     head = _get(doc, "profile", dict, ctx, "profile")
-    _known(head, {"name", "title", "format", "algorithm", "algorithms", "identity_field", "unique_fields"},
-           ctx, "profile")
+    _known(head, {"name", "title", "format", "algorithm", "algorithms", "identity_field", "unique_fields",
+                  "content"}, ctx, "profile")
     fmt = _get(head, "format", int, ctx, "profile")
     if fmt != 1:
         raise ctx.error(f"profile format {fmt} is not supported (this cardkit reads format 1)", "profile", "format")
@@ -304,7 +308,8 @@ def load_profile(path: str | Path, *, algorithm: str | None = None) -> Profile:
             raise ctx.error(f"unknown algorithm {a!r} (known: {', '.join(ALGORITHMS)})", "profile", "algorithms")
     alg = _get(head, "algorithm", str, ctx, "profile", algorithms[0], algorithms)
     perso = _get(doc, "personalization", dict, ctx, "personalization", {})
-    _known(perso, {"channel", "transport_key", "final_lcs", "rotate_transport_key"}, ctx, "personalization")
+    _known(perso, {"channel", "transport_key", "final_lcs", "rotate_transport_key", "options"}, ctx,
+           "personalization")
 
     keys: list[KeySpec] = []
     for i, k in enumerate(_get(doc, "keys", list, ctx, "keys", [])):
@@ -380,7 +385,7 @@ def load_profile(path: str | Path, *, algorithm: str | None = None) -> Profile:
             size = _get(f, "size", int, ctx, w)
             if not 1 <= size <= 32767:
                 raise ctx.error("'size' must be 1..32767", w, "size")
-            if "field" in f:
+            if "field" in f and "codec" in f:
                 fs = _field(f, ctx, w, base, None)
                 mb = fs.codec.max_bytes
                 if mb is not None and mb > size:
@@ -438,6 +443,8 @@ def load_profile(path: str | Path, *, algorithm: str | None = None) -> Profile:
         final_lcs=_get(perso, "final_lcs", str, ctx, "personalization", "operational", LCS),
         rotate_transport_key=_get(perso, "rotate_transport_key", str, ctx, "personalization", None),
         keys=tuple(keys), pins=tuple(pins), files=tuple(files), operations=operations, source=str(p),
+        content=_get(head, "content", str, ctx, "profile", None),
+        options=dict(_get(perso, "options", dict, ctx, "personalization", {})),
     )
     if channel != "none" and not profile.transport_key:
         raise ctx.error(f"channel {channel!r} needs 'transport_key'", "personalization", "transport_key")
