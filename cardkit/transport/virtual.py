@@ -46,9 +46,17 @@ class VirtualTransport:
     def transmit(self, apdu: bytes) -> bytes:
         if not self._present:
             raise CardRemovedError(f"no card in {self.name}")
-        return self.card.transmit(apdu)
+        try:
+            return self.card.transmit(apdu)
+        except CardRemovedError as exc:
+            # The card simulator signals power loss or removal (cardkit.virtual.faults.CardGone).
+            if getattr(exc, "removed", False):
+                self._present = False
+            raise
 
     def reset(self, cold: bool = False) -> bytes:
+        if not self._present:
+            raise CardRemovedError(f"no card in {self.name}")
         if cold:
             self.card.power_off()
         self._atr = self.card.power_on()
