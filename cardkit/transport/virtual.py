@@ -37,6 +37,7 @@ class VirtualTransport:
         self.card = card
         self.name = name
         self._present = True
+        self._closed = False
         self._atr = card.power_on()
 
     @property
@@ -56,18 +57,23 @@ class VirtualTransport:
 
     def reset(self, cold: bool = False) -> bytes:
         if not self._present:
-            raise CardRemovedError(f"no card in {self.name}")
+            # A card pulled by a fault can be put back (``card.insert()``); a closed reader cannot.
+            if not getattr(self.card, "present", False) or self._closed:
+                raise CardRemovedError(f"no card in {self.name}")
+            self._present = True
         if cold:
             self.card.power_off()
         self._atr = self.card.power_on()
         return self._atr
 
     def remove(self) -> None:
-        """Simulate pulling the card."""
+        """Simulate pulling the card (for good: this transport object stays empty)."""
         self.card.power_off()
         self._present = False
+        self._closed = True
 
     def close(self) -> None:
         if self._present:
             self.card.power_off()
         self._present = False
+        self._closed = True
