@@ -148,6 +148,18 @@ class VirtualCard:
         #: The channel of the command being processed (for applications and handlers).
         self.channel: Channel = Channel(0, self.mf)
         self._fault: Fault | None = None
+        self._install_default_handlers()
+
+    def _install_default_handlers(self) -> None:
+        """cardkit's ISO mutual authentication (opens SM) and the eMRTD application (BAC on the LDS1 DF).
+
+        Handlers are code, not image data: every constructed or loaded card gets them.
+        """
+        from cardkit.virtual.isoauth import mutual_auth_handler
+        from cardkit.virtual.mrtd import enable_mrtd
+
+        self.mutual_auth_handler = mutual_auth_handler
+        enable_mrtd(self)
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
@@ -459,8 +471,10 @@ def _by_name(card: VirtualCard, ch: Channel, name: bytes, occurrence: int) -> tu
     for node in card.mf.walk():
         if isinstance(node, DF) and node.name and node.name.startswith(name):
             cands.append((node.name, node))
-    for aid in card.applications:
-        if aid.startswith(name) and all(aid != c[0] for c in cands):
+    for aid, handler in card.applications.items():
+        # An application may decline selection (e.g. the eMRTD handler when its DF is not on the card).
+        present = getattr(handler, "present", None)
+        if aid.startswith(name) and all(aid != c[0] for c in cands) and (present is None or present(card)):
             cands.append((aid, None))
     cands.sort(key=lambda c: c[0] != name)  # an exact match comes first
     if not cands:
