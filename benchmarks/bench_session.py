@@ -42,7 +42,9 @@ def _per_apdu(fn: object, n: int) -> float:
 
 
 def main(rounds: int = 15, n: int = 200) -> dict[str, float]:
-    with PcscDaemon(readers=2, base_port=35963) as daemon:
+    from benchmarks.bench_virtual import pcscd_lock
+
+    with pcscd_lock(), PcscDaemon(readers=2, base_port=35963) as daemon:
         reader, port = daemon.slots()[0]
         server = VpcdCardServer(EchoCard(), port=port).start()
         try:
