@@ -523,3 +523,20 @@ def test_channel_as_session_processor() -> None:
     assert card.wire.app_seen[-1].data == data and session.apdu_count == 3
     session.reset()
     assert not card.sd.session_open and session.processors == ()
+
+
+def test_extended_form_commands_mac_their_three_byte_lc() -> None:
+    """A command travelling in the extended form MACs Lc as it travels (00 xx xx, ISO 7816-3 §12.1), even
+    when its data is short — checked against an independent C-MAC computation, then against the card."""
+    from cardkit.crypto import aes_cmac
+
+    chan, card, wire = open_pair(level=0x01)
+    session = chan._session
+    chain_before = session.chain
+    cmd = CommandApdu(0x80, 0xCA, 1, 2, b"\x01\x02\x03", le=1000)  # Le > 256 forces the extended form
+    expected = wire.echo(cmd)
+    resp = chan.process(cmd, wire)
+    on_wire = wire.sent[-1]
+    assert on_wire.is_extended and resp == expected and card.session_open
+    mac_input = chain_before + bytes([0x84, 0xCA, 1, 2]) + b"\x00\x00\x0B" + b"\x01\x02\x03"
+    assert on_wire.data[-8:] == aes_cmac(session.keys.s_mac, mac_input)[:8]

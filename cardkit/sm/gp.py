@@ -243,9 +243,10 @@ def has_sm_cla(cla: int) -> bool:
     return bool(cla & (0x20 if cla & 0x40 else 0x04))
 
 
-def lc_bytes(n: int) -> bytes:
-    """Lc as it is encoded in the APDU, for MAC input: 1 byte, or ``00`` + 2 bytes above 255 (ISO 7816-3 §12.1)."""
-    return bytes([n]) if n <= 0xFF else b"\x00" + n.to_bytes(2, "big")
+def lc_bytes(n: int, extended: bool = False) -> bytes:
+    """Lc as it is encoded in the APDU, for MAC input: 1 byte, or ``00`` + 2 bytes in the extended form
+    (above 255, or when the command travels extended anyway) (ISO 7816-3 §12.1)."""
+    return bytes([n]) if n <= 0xFF and not extended else b"\x00" + n.to_bytes(2, "big")
 
 
 def is_protected_sw(sw: int) -> bool:

@@ -236,10 +236,12 @@ class Scp03Session:
             block = b"\x80" + block[1:]
         return ecb_encrypt(Alg.AES, self.keys.s_enc, block)
 
-    def mac_command(self, cla: int, ins: int, p1: int, p2: int, body: bytes) -> bytes:
-        """C-MAC over chain ‖ header ‖ Lc ‖ data (Lc counts the MAC); updates the chaining value."""
+    def mac_command(self, cla: int, ins: int, p1: int, p2: int, body: bytes, extended: bool = False) -> bytes:
+        """C-MAC over chain ‖ header ‖ Lc ‖ data (Lc counts the MAC, encoded as the command travels: short or
+        extended); updates the chaining value."""
         lc = len(body) + self.mac_length
-        self.chain = aes_cmac(self.keys.s_mac, self.chain + bytes([cla, ins, p1, p2]) + lc_bytes(lc) + body)
+        self.chain = aes_cmac(self.keys.s_mac,
+                              self.chain + bytes([cla, ins, p1, p2]) + lc_bytes(lc, extended) + body)
         return self.chain[: self.mac_length]
 
     def _r_mac(self, body: bytes, sw: int) -> bytes:
@@ -256,8 +258,9 @@ class Scp03Session:
         if self.level & SecurityLevel.C_DEC and data:
             data = cbc_encrypt(Alg.AES, self.keys.s_enc, pad_m2(data, _BLOCK), self._icv(False))
         cla = sm_cla(command.cla)
-        mac = self.mac_command(cla, command.ins, command.p1, command.p2, data)
-        return command.replace(cla=cla, data=data + mac)
+        extended = command.is_extended or len(data) + self.mac_length > 0xFF
+        mac = self.mac_command(cla, command.ins, command.p1, command.p2, data, extended)
+        return command.replace(cla=cla, data=data + mac, extended=extended)
 
     def unwrap_response(self, response: ResponseApdu) -> ResponseApdu:
         """Check R-MAC and decrypt R-ENC (host side); error status words pass through unprotected."""
@@ -295,7 +298,8 @@ class Scp03Session:
             self.fail(f"command data of {len(data)} bytes is too short for its {self.mac_length}-byte C-MAC")
         body, mac = data[: -self.mac_length], data[-self.mac_length :]
         self._step(bool(body))
-        if not hmac.compare_digest(self.mac_command(command.cla, command.ins, command.p1, command.p2, body), mac):
+        if not hmac.compare_digest(self.mac_command(command.cla, command.ins, command.p1, command.p2, body,
+                                                    command.is_extended), mac):
             self.fail(f"C-MAC verification failed for {command.label}")
         if self.level & SecurityLevel.C_DEC and body:
             body = self._decrypt(body, self._icv(False), "command")
@@ -546,7 +550,8 @@ class Scp03Card:
         session = Scp03Session(keys, lvl, s16=self.s16, counter_quirk=self.counter_quirk)
         cryptogram, mac = command.data[:n], command.data[n:]
         if not has_sm_cla(command.cla) or not hmac.compare_digest(
-                session.mac_command(command.cla, command.ins, command.p1, command.p2, cryptogram), mac):
+                session.mac_command(command.cla, command.ins, command.p1, command.p2, cryptogram,
+                                    command.is_extended), mac):
             return ResponseApdu.of(_SW_SECURITY)
         if not hmac.compare_digest(host_cryptogram(keys.s_mac, host, challenge), cryptogram):
             return ResponseApdu.of(_SW_AUTH_FAILED)
