@@ -29,8 +29,9 @@ __all__ = ["TEST_KEYS", "cardkit_home", "describe_readers", "new_virtual_card", 
 
 log = logging.getLogger(__name__)
 
-#: The repository's TEST key file (used only for virtual cards and tests).
+#: The repository's TEST key files (used only for virtual cards, demos and tests).
 TEST_KEYS = Path(__file__).resolve().parents[1] / "keys" / "test" / "ssc.toml"
+TEST_GP_KEYS = TEST_KEYS.with_name("gp.toml")
 
 
 def cardkit_home() -> Path:
@@ -40,10 +41,16 @@ def cardkit_home() -> Path:
 
 
 def new_virtual_card(serial: bytes | None = None, *, alg: Alg = Alg.SM4, transport_key: bytes | None = None,
-                     seed: int | None = None) -> Any:
-    """A blank virtual card with the mutual-authentication handler installed."""
+                     seed: int | None = None, gp_keys: Any = None, scp: int = 3) -> Any:
+    """A blank virtual card: the MF with its transport key 00 (cardkit's ISO issuer channel), the eMRTD
+    handler, and a GlobalPlatform issuer security domain.
+
+    ``transport_key`` defaults to the TEST key ``ssc-transport``; ``gp_keys`` is a
+    :class:`~cardkit.sm.gp.GpKeySet`, ``None`` for no ISD, or ``"test"`` for the well-known GlobalPlatform
+    test key set 404142…4F (key version 01, SCP03 with AES or SCP02 with 3DES by ``scp``) — announced with a
+    warning.
+    """
     from cardkit.virtual.card import VirtualCard
-    from cardkit.virtual.isoauth import mutual_auth_handler
 
     if transport_key is None:
         from cardkit.keys.store import TestKeyFile
@@ -51,17 +58,23 @@ def new_virtual_card(serial: bytes | None = None, *, alg: Alg = Alg.SM4, transpo
         log.warning("blank virtual card: transport key = TEST key 'ssc-transport' (%s)", alg.value)
         transport_key = TestKeyFile(TEST_KEYS, allow_test_keys=True).key("ssc-transport", alg).value
     card = VirtualCard.blank(serial or secrets.token_bytes(4), transport_key, alg, seed=seed)
-    card.mutual_auth_handler = mutual_auth_handler
+    if isinstance(gp_keys, str) and gp_keys == "test":
+        from cardkit.sm.gp import GpKeySet
+
+        log.warning("blank virtual card: GlobalPlatform ISD with the well-known TEST key 404142…4F")
+        gp_alg = Alg.AES if scp == 3 else Alg.DES3
+        gp_keys = GpKeySet.single(bytes.fromhex("404142434445464748494A4B4C4D4E4F"), alg=gp_alg, version=1)
+    if gp_keys is not None:
+        from cardkit.virtual.gp import install_isd
+
+        install_isd(card, gp_keys, scp)
     return card
 
 
 def load_virtual_card(path: Path) -> Any:
     from cardkit.virtual.card import VirtualCard
-    from cardkit.virtual.isoauth import mutual_auth_handler
 
-    card = VirtualCard.load(path)
-    card.mutual_auth_handler = mutual_auth_handler
-    return card
+    return VirtualCard.load(path)
 
 
 class ImageTransport(VirtualTransport):
@@ -69,7 +82,7 @@ class ImageTransport(VirtualTransport):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        card = load_virtual_card(path) if path.exists() else new_virtual_card()
+        card = load_virtual_card(path) if path.exists() else new_virtual_card(gp_keys="test")
         super().__init__(card, name=f"cardkit virtual card ({path.name})")
 
     def close(self) -> None:

@@ -164,7 +164,7 @@ def test_wrong_keys_are_tried_once_and_explained(tmp_path: Path) -> None:
 
 def test_blank_card_still_gives_a_report(tmp_path: Path) -> None:
     image = tmp_path / "blank.json"
-    new_virtual_card().save(image)
+    new_virtual_card().save(image)  # a card OS without a GP ISD
     res = run("--reader", f"virtual:{image}", "--json", "info")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)

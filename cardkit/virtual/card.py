@@ -148,6 +148,9 @@ class VirtualCard:
         #: The channel of the command being processed (for applications and handlers).
         self.channel: Channel = Channel(0, self.mf)
         self._fault: Fault | None = None
+        #: The application selected implicitly after reset, on new logical channels, and by SELECT with an
+        #: empty AID (GPCS 2.3.1: the ISD unless another application holds the Card Reset privilege).
+        self.default_application: bytes | None = None
         self._install_default_handlers()
 
     def _install_default_handlers(self) -> None:
@@ -213,8 +216,16 @@ class VirtualCard:
         """Put a removed card back (it still needs :meth:`power_on`)."""
         self.present = True
 
+    def new_channel(self, number: int) -> Channel:
+        """A fresh logical channel: the MF current, the default application (if any) selected."""
+        ch = Channel(number, self.mf)
+        aid = self.default_application
+        if aid is not None and aid in self.applications:
+            ch.app, ch.app_aid = self.applications[aid], aid
+        return ch
+
     def _reset_volatile(self) -> None:
-        self.channels = {0: Channel(0, self.mf)}
+        self.channels = {0: self.new_channel(0)}
         self.channel = self.channels[0]
 
     def transmit(self, apdu: bytes) -> bytes:
@@ -516,6 +527,10 @@ def cmd_select(card: VirtualCard, ch: Channel, apdu: CommandApdu) -> ResponseApd
         target = ch.current_df.parent
         if target is None:
             raise SwError(0x6A82, "the MF has no parent")
+    elif p1 == 0x04 and not data and card.default_application in card.applications:
+        # GPCS 2.3.1 §11.9.2: SELECT by name with no data selects the default (implicitly selectable) application
+        target, aid = None, card.default_application
+        app = card.applications[aid]
     elif p1 == 0x04:
         target, aid = _by_name(card, ch, data, occurrence)
         app = card.applications.get(aid)
@@ -675,7 +690,7 @@ def cmd_manage_channel(card: VirtualCard, ch: Channel, apdu: CommandApdu) -> Res
                 raise SwError(0x6A86)
             if number in card.channels:
                 raise SwError(0x6985, f"channel {number} already open")
-        new = Channel(number, card.mf)
+        new = card.new_channel(number)
         if ch.number != 0:  # opened from another channel: inherit its current DF and EF
             new.current_df, new.current_ef = ch.current_df, ch.current_ef
         card.channels[number] = new

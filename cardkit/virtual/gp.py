@@ -430,21 +430,10 @@ def find_isd(card: VirtualCard) -> IssuerSecurityDomain | None:
 
 
 def _hook_reset(card: VirtualCard, isd: IssuerSecurityDomain) -> None:
-    """Select the ISD implicitly on the basic channel after every reset (GPCS 2.3.1 §6.7: the ISD is the
-    implicitly selected application when no application holds the Card Reset privilege).
-
-    The card OS has no hook for this yet, so the instance's reset step is wrapped (see the lead's note in the
-    report: a ``VirtualCard.default_application`` attribute would replace this)."""
-    original = getattr(card, "_gp_original_reset", None) or card._reset_volatile
-
-    def reset() -> None:
-        original()
-        if isd.aid in card.applications:
-            ch = card.channels[0]
-            ch.app, ch.app_aid = isd, isd.aid
-
-    setattr(card, "_gp_original_reset", original)  # noqa: B010 - instance attribute on a foreign class
-    setattr(card, "_reset_volatile", reset)  # noqa: B010
+    """Make the ISD the card's default application: selected implicitly after every reset and on new
+    logical channels, and by SELECT with an empty AID (GPCS 2.3.1 §6.7: the ISD is the implicitly
+    selected application when no application holds the Card Reset privilege)."""
+    card.default_application = isd.aid
     if card.powered and card.channels.get(0) is not None and card.channels[0].app is None:
         card.channels[0].app, card.channels[0].app_aid = isd, isd.aid
 

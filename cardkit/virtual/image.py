@@ -80,8 +80,10 @@ def _node(node: FileNode) -> dict[str, Any]:
 
 def card_to_dict(card: VirtualCard) -> dict[str, Any]:
     """The image of ``card`` as plain JSON-ready data (holds secrets in hex)."""
+    from cardkit.virtual.gp import gp_to_dict
+
     o = card.options
-    return {
+    out: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "serial": card.serial.hex().upper(),
@@ -92,6 +94,10 @@ def card_to_dict(card: VirtualCard) -> dict[str, Any]:
         "data_objects": {f"{t:04X}": v.hex().upper() for t, v in sorted(card.data_objects.items())},
         "mf": _node(card.mf),
     }
+    gp = gp_to_dict(card)
+    if gp is not None:
+        out["gp"] = gp  # the GlobalPlatform issuer security domain (cardkit/virtual/gp.py)
+    return out
 
 
 def save_image(card: VirtualCard, path: str | Path) -> None:
@@ -236,6 +242,14 @@ def card_from_dict(d: dict[str, Any]) -> VirtualCard:
             raise ImageError("data_objects must be an object")
         for tag, value in dos.items():
             card.data_objects[int.from_bytes(_hex(tag, "data object tag"), "big")] = _hex(value, "data object")
+        if "gp" in d:
+            from cardkit.virtual.gp import gp_from_dict
+            from cardkit.virtual.gp_registry import GpImageError
+
+            try:
+                gp_from_dict(card, d["gp"])
+            except GpImageError as exc:
+                raise ImageError(f"GlobalPlatform part: {exc}") from None
     except (TypeError, KeyError, SwError) as exc:
         raise ImageError(f"inconsistent image: {type(exc).__name__}") from None
     except VirtualCardError as exc:
