@@ -102,5 +102,10 @@ class RecordError(CardkitError):
         super().__init__(prefix + message)
 
 
+class VerificationError(CardkitError):
+    """What was read back from a card differs from what was written or expected (names the file, never
+    the data)."""
+
+
 class KeystoreError(CardkitError):
     """A keystore could not give the key asked for (missing, wrong passphrase, tampered, token absent)."""

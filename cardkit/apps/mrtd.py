@@ -251,7 +251,7 @@ def bac_seed_hook(profile: Profile, key: KeySpec, fields: Mapping[str, str]) -> 
     return bac_key_seed(td3_from_record(fields).mrz_information())
 
 
-register_content("mrtd", mrtd_content)
+register_content("mrtd", mrtd_content, fields=MRTD_FIELDS, validate=validate_mrtd_record)
 register_key("bac-seed", bac_seed_hook)
 
 

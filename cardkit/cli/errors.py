@@ -24,6 +24,7 @@ from cardkit.errors import (
     RecordError,
     SecureChannelError,
     TransportError,
+    VerificationError,
 )
 
 EXIT_OK = 0
@@ -38,14 +39,14 @@ EXIT_VERIFY = 8
 EXIT_BATCH_REJECTS = 9
 
 
-class VerificationFailed(CardkitError):
-    """Read-back verification found a difference (raised by the CLI layer for exit code 8)."""
+class VerificationFailed(VerificationError):
+    """A difference found by the CLI layer itself (reconciliation, journal checks): exit code 8."""
 
 
 def exit_code_for(exc: BaseException) -> int:
     from cardkit.sw import StatusWordError
 
-    if isinstance(exc, VerificationFailed):
+    if isinstance(exc, VerificationError):
         return EXIT_VERIFY
     if isinstance(exc, StatusWordError):
         return EXIT_CARD

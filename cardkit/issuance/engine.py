@@ -37,6 +37,7 @@ from cardkit.apdu import CommandApdu
 from cardkit.commands import iso
 from cardkit.crypto import Alg, cmac
 from cardkit.errors import CardkitError, KeystoreError
+from cardkit.errors import VerificationError as _VerificationError
 from cardkit.issuance.plan import (
     CardLimits,
     Plan,
@@ -81,7 +82,7 @@ TEST_STATION_KEY = Path(__file__).resolve().parents[2] / "keys" / "test" / "stat
 _SIG_FORMAT = "cardkit-manifest-signature/1"
 
 
-class VerificationError(CardkitError):
+class VerificationError(_VerificationError):
     """What was read back differs from what was written, or could not be read (names the file, never the data)."""
 
 

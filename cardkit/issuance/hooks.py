@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from cardkit.keys.store import Keystore
     from cardkit.profiles.model import KeySpec, Profile
 
-__all__ = ["BUILTIN_MODULES", "ContentHook", "KeyHook", "channel_handler", "content_hook", "key_hook",
+__all__ = ["BUILTIN_MODULES", "ContentHook", "KeyHook", "channel_handler", "content_fields", "content_hook",
+           "content_validator", "key_hook",
            "register_channel", "register_content", "register_key"]
 
 ContentHook = Callable[["Profile", Mapping[str, str], "Keystore | None"], dict[str, bytes]]
@@ -39,12 +40,18 @@ BUILTIN_MODULES: dict[str, str] = {
 }
 
 _CONTENT: dict[str, ContentHook] = {}
+#: content hook name -> (the record fields it consumes, a validator returning every problem of a record)
+_CONTENT_FIELDS: dict[str, tuple[tuple[str, ...], Callable[..., list[Any]] | None]] = {}
 _KEYS: dict[str, KeyHook] = {}
 _CHANNELS: dict[str, Any] = {}
 
 
-def register_content(name: str, hook: ContentHook) -> None:
+def register_content(name: str, hook: ContentHook, *, fields: tuple[str, ...] = (),
+                     validate: Callable[..., list[Any]] | None = None) -> None:
+    """Register a content hook with the record ``fields`` it consumes and an optional ``validate(fields, *,
+    line)`` returning every :class:`~cardkit.errors.RecordError` of a record (batch validation runs it)."""
     _CONTENT[name] = hook
+    _CONTENT_FIELDS[name] = (tuple(fields), validate)
 
 
 def register_key(name: str, hook: KeyHook) -> None:
@@ -68,6 +75,17 @@ def _load(name: str, table: dict[str, Any], what: str) -> Any:
 
 def content_hook(name: str) -> ContentHook:
     return _load(name, _CONTENT, "content hook")  # type: ignore[no-any-return]
+
+
+def content_fields(name: str) -> tuple[str, ...]:
+    """The record fields a content hook consumes (they count as mapped fields of the profile)."""
+    content_hook(name)
+    return _CONTENT_FIELDS.get(name, ((), None))[0]
+
+
+def content_validator(name: str) -> Callable[..., list[Any]] | None:
+    content_hook(name)
+    return _CONTENT_FIELDS.get(name, ((), None))[1]
 
 
 def key_hook(name: str) -> KeyHook:

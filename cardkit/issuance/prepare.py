@@ -100,6 +100,19 @@ def validate_record(profile: Profile, fields: Mapping[str, str], *, line: int | 
             if not (v.isdigit() and pin.min_length <= len(v) <= pin.max_length):
                 problems.append(RecordError(f"initial {pin.kind.upper()} must be {pin.min_length}..{pin.max_length} "
                                             "digits", field=name, line=line))
+    if profile.content:
+        from cardkit.issuance.hooks import content_fields, content_validator
+
+        known |= set(content_fields(profile.content))
+        validate = content_validator(profile.content)
+        if validate is not None:
+            problems.extend(validate(fields, line=line))
+    if fields.get("region"):
+        # Not stored as a field but used at card time: the card identification code and key diversification.
+        try:
+            VALIDATORS["region-code"](fields["region"])
+        except RecordError as exc:
+            problems.append(RecordError(_strip(exc), field="region", line=line))
     if check_unknown:
         pin_fields = {p.initial[6:] for p in profile.pins if p.initial.startswith("field:")}
         for name in fields:

@@ -687,6 +687,14 @@ def load_profile(path: str | Path, *, algorithm: str | None = None) -> Profile:
     if block is not None and block not in dfs - {"MF"}:
         raise ctx.error(f"block {block!r} is not a DF of the profile", "post_issuance", "block")
 
+    content_name = _get(head, "content", str, ctx, "profile", None)
+    if content_name is not None:
+        from cardkit.issuance.hooks import content_fields
+
+        try:
+            all_fields = all_fields + list(content_fields(content_name))
+        except ProfileError as exc:
+            raise ctx.error(str(exc), "profile", "content") from None
     identity = _get(head, "identity_field", str, ctx, "profile", all_fields[0] if all_fields else "")
     if identity and identity not in all_fields:
         raise ctx.error(f"identity_field {identity!r} is not a mapped field", "profile", "identity_field")
