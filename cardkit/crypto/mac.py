@@ -8,12 +8,13 @@ EAC/PACE cards. The tag returned is always the full block; callers truncate (SCP
 from __future__ import annotations
 
 import hmac
+import threading
+from typing import Any
 
-from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.cmac import CMAC
 
 from cardkit.crypto import legacy
-from cardkit.crypto.sym import Alg, block_size, check_key, sm3
+from cardkit.crypto.sym import Alg, _cipher, block_size, check_key, sm3
 from cardkit.errors import SecureChannelError
 
 __all__ = ["aes_cmac", "cmac", "cmac_verify", "sm3", "sm4_cmac"]
@@ -25,9 +26,25 @@ def cmac(alg: Alg, key: bytes, data: bytes) -> bytes:
     key = bytes(key)
     if alg is Alg.DES3:
         return legacy.des3_cmac(key, data)
-    c = CMAC(algorithms.AES(key) if alg is Alg.AES else algorithms.SM4(key))
+    c: CMAC = _base_cmac(alg, key).copy()
     c.update(bytes(data))
     return c.finalize()
+
+
+# One keyed CMAC object per (thread, key), copied for each message (the subkeys are computed once).
+_local = threading.local()
+
+
+def _base_cmac(alg: Alg, key: bytes) -> Any:
+    cache: dict[tuple[Alg, bytes], Any] | None = getattr(_local, "cmac", None)
+    if cache is None:
+        cache = _local.cmac = {}
+    base = cache.get((alg, key))
+    if base is None:
+        if len(cache) >= 64:
+            cache.clear()
+        base = cache[(alg, key)] = CMAC(_cipher(alg, key))
+    return base
 
 
 def aes_cmac(key: bytes, data: bytes) -> bytes:

@@ -9,6 +9,9 @@ Key sizes are checked up front and raise :class:`~cardkit.errors.KeyError_`; mis
 from __future__ import annotations
 
 import enum
+import threading
+from functools import lru_cache
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -80,8 +83,29 @@ def _check_iv(alg: Alg, iv: bytes | None) -> bytes:
     return iv
 
 
+@lru_cache(maxsize=128)
 def _cipher(alg: Alg, key: bytes) -> algorithms.AES | algorithms.SM4:
+    # Cached per key: secure channels use the same session keys for every APDU (the objects are immutable).
     return algorithms.AES(key) if alg is Alg.AES else algorithms.SM4(key)
+
+
+# ECB contexts are stateless between blocks, so one context per (key, direction) serves every call; contexts
+# are not thread-safe, hence one cache per thread, bounded.
+_local = threading.local()
+_MAX_CONTEXTS = 64
+
+
+def _ecb_context(alg: Alg, key: bytes, encrypt: bool) -> Any:
+    cache: dict[tuple[Alg, bytes, bool], Any] | None = getattr(_local, "ecb", None)
+    if cache is None:
+        cache = _local.ecb = {}
+    ctx = cache.get((alg, key, encrypt))
+    if ctx is None:
+        if len(cache) >= _MAX_CONTEXTS:
+            cache.clear()
+        c = Cipher(_cipher(alg, key), modes.ECB())
+        ctx = cache[(alg, key, encrypt)] = c.encryptor() if encrypt else c.decryptor()
+    return ctx
 
 
 def _run(alg: Alg, key: bytes, mode: modes.ECB | modes.CBC, data: bytes, encrypt: bool) -> bytes:
@@ -97,7 +121,7 @@ def ecb_encrypt(alg: Alg, key: bytes, data: bytes) -> bytes:
     _check_data(alg, data)
     if alg is Alg.DES3:
         return legacy.des3_ecb_encrypt(key, data)
-    return _run(alg, key, modes.ECB(), data, True)
+    return bytes(_ecb_context(alg, key, True).update(data))
 
 
 def ecb_decrypt(alg: Alg, key: bytes, data: bytes) -> bytes:
@@ -107,7 +131,7 @@ def ecb_decrypt(alg: Alg, key: bytes, data: bytes) -> bytes:
     _check_data(alg, data)
     if alg is Alg.DES3:
         return legacy.des3_ecb_decrypt(key, data)
-    return _run(alg, key, modes.ECB(), data, False)
+    return bytes(_ecb_context(alg, key, False).update(data))
 
 
 def cbc_encrypt(alg: Alg, key: bytes, data: bytes, iv: bytes | None = None) -> bytes:

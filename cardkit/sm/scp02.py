@@ -211,6 +211,9 @@ class Scp02Session:
     def __init__(self, keys: Scp02SessionKeys, level: SecurityLevel, i: int) -> None:
         self.keys = keys
         self.level = level
+        # plain ints for the per-APDU checks (flag-enum arithmetic is slow in CPython)
+        self._c_mac, self._c_dec = bool(level & SecurityLevel.C_MAC), bool(level & SecurityLevel.C_DEC)
+        self._r_mac_on, self._r_enc = bool(level & SecurityLevel.R_MAC), bool(level & SecurityLevel.R_ENC)
         self.i = check_i(i)
         self.last_c_mac: bytes | None = None  # None until EXTERNAL AUTHENTICATE's C-MAC
         self.last_r_mac = bytes(_BLOCK)
@@ -254,19 +257,19 @@ class Scp02Session:
     # -- host side
     def wrap_command(self, command: CommandApdu) -> CommandApdu:
         self._check_open()
-        if not self.level & SecurityLevel.C_MAC:
+        if not self._c_mac:
             return command
         cla = clear_sm_cla(command.cla)
         mac = self.mac_command(cla, command.ins, command.p1, command.p2, command.data)
         self._remember(cla, command.ins, command.p1, command.p2, command.data)
         data = command.data
-        if self.level & SecurityLevel.C_DEC and data:
+        if self._c_dec and data:
             data = des3_cbc_encrypt(self.keys.s_enc, pad_m2(data, _BLOCK))
         return command.replace(cla=sm_cla(cla), data=data + mac)
 
     def unwrap_response(self, response: ResponseApdu) -> ResponseApdu:
         self._check_open()
-        if not is_protected_sw(response.sw) or not self.level & SecurityLevel.R_MAC:
+        if not is_protected_sw(response.sw) or not self._r_mac_on:
             return response
         if len(response.data) < _BLOCK:
             self.fail(f"response of {len(response.data)} bytes is too short for its 8-byte R-MAC")
@@ -279,14 +282,14 @@ class Scp02Session:
     # -- card side
     def unwrap_command(self, command: CommandApdu) -> CommandApdu:
         self._check_open()
-        if not self.level & SecurityLevel.C_MAC:
+        if not self._c_mac:
             return command
         if not has_sm_cla(command.cla):
             self.fail(f"command {command.label} has no secure messaging indication in CLA {command.cla:02X}")
         if len(command.data) < _BLOCK:
             self.fail(f"command data of {len(command.data)} bytes is too short for its 8-byte C-MAC")
         body, mac = command.data[:-_BLOCK], command.data[-_BLOCK:]
-        if self.level & SecurityLevel.C_DEC and body:
+        if self._c_dec and body:
             if len(body) % _BLOCK:
                 self.fail(f"encrypted command data of {len(body)} bytes is not a multiple of 8")
             try:
@@ -301,7 +304,7 @@ class Scp02Session:
 
     def wrap_response(self, response: ResponseApdu) -> ResponseApdu:
         self._check_open()
-        if not is_protected_sw(response.sw) or not self.level & SecurityLevel.R_MAC:
+        if not is_protected_sw(response.sw) or not self._r_mac_on:
             return response
         mac = self._r_mac(response.data, response.sw)
         self.last_r_mac = mac

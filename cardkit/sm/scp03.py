@@ -204,6 +204,9 @@ class Scp03Session:
                  counter_quirk: bool = False) -> None:
         self.keys = keys
         self.level = level
+        # plain ints for the per-APDU checks (flag-enum arithmetic is slow in CPython)
+        self._c_mac, self._c_dec = bool(level & SecurityLevel.C_MAC), bool(level & SecurityLevel.C_DEC)
+        self._r_mac_on, self._r_enc = bool(level & SecurityLevel.R_MAC), bool(level & SecurityLevel.R_ENC)
         self.mac_length = 16 if s16 else 8
         self.counter_quirk = counter_quirk
         #: MAC chaining value (Amendment D §6.2.4): 16 zero bytes before EXTERNAL AUTHENTICATE.
@@ -251,11 +254,11 @@ class Scp03Session:
     def wrap_command(self, command: CommandApdu) -> CommandApdu:
         """Protect a command (host side): C-DECRYPTION then C-MAC as the level asks."""
         self._check_open()
-        if not self.level & SecurityLevel.C_MAC:
+        if not self._c_mac:
             return command
         self._step(bool(command.data))
         data = command.data
-        if self.level & SecurityLevel.C_DEC and data:
+        if self._c_dec and data:
             data = cbc_encrypt(Alg.AES, self.keys.s_enc, pad_m2(data, _BLOCK), self._icv(False))
         cla = sm_cla(command.cla)
         extended = command.is_extended or len(data) + self.mac_length > 0xFF
@@ -265,7 +268,7 @@ class Scp03Session:
     def unwrap_response(self, response: ResponseApdu) -> ResponseApdu:
         """Check R-MAC and decrypt R-ENC (host side); error status words pass through unprotected."""
         self._check_open()
-        if not is_protected_sw(response.sw) or not self.level & SecurityLevel.R_MAC:
+        if not is_protected_sw(response.sw) or not self._r_mac_on:
             return response
         data = response.data
         if len(data) < self.mac_length:
@@ -273,7 +276,7 @@ class Scp03Session:
         body, mac = data[: -self.mac_length], data[-self.mac_length :]
         if not hmac.compare_digest(self._r_mac(body, response.sw), mac):
             self.fail(f"R-MAC verification failed (SW {response.sw:04X})")
-        if self.level & SecurityLevel.R_ENC and body:
+        if self._r_enc and body:
             body = self._decrypt(body, self._icv(True), "response")
         return ResponseApdu(body, response.sw1, response.sw2)
 
@@ -289,7 +292,7 @@ class Scp03Session:
     def unwrap_command(self, command: CommandApdu) -> CommandApdu:
         """Verify C-MAC and decrypt (card side); returns the plain command with the SM indication removed."""
         self._check_open()
-        if not self.level & SecurityLevel.C_MAC:
+        if not self._c_mac:
             return command
         if not has_sm_cla(command.cla):
             self.fail(f"command {command.label} has no secure messaging indication in CLA {command.cla:02X}")
@@ -301,17 +304,17 @@ class Scp03Session:
         if not hmac.compare_digest(self.mac_command(command.cla, command.ins, command.p1, command.p2, body,
                                                     command.is_extended), mac):
             self.fail(f"C-MAC verification failed for {command.label}")
-        if self.level & SecurityLevel.C_DEC and body:
+        if self._c_dec and body:
             body = self._decrypt(body, self._icv(False), "command")
         return command.replace(cla=clear_sm_cla(command.cla), data=body)
 
     def wrap_response(self, response: ResponseApdu) -> ResponseApdu:
         """Protect a response (card side): R-ENC then R-MAC, unless the status word is an error."""
         self._check_open()
-        if not is_protected_sw(response.sw) or not self.level & SecurityLevel.R_MAC:
+        if not is_protected_sw(response.sw) or not self._r_mac_on:
             return response
         data = response.data
-        if self.level & SecurityLevel.R_ENC and data:
+        if self._r_enc and data:
             data = cbc_encrypt(Alg.AES, self.keys.s_enc, pad_m2(data, _BLOCK), self._icv(True))
         return ResponseApdu(data + self._r_mac(data, response.sw), response.sw1, response.sw2)
 
