@@ -46,6 +46,7 @@ import base64
 import binascii
 import logging
 import os
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,10 @@ log = logging.getLogger(__name__)
 _CHARSETS: Mapping[str, str] = {"ascii": "ASCII", "utf-8": "UTF-8", "gbk": "GBK", "gb18030": "GB 18030"}
 _DIGITS = frozenset("0123456789")
 _HEX = frozenset("0123456789abcdefABCDEF")
+
+
+# C0, DEL, C1 (ISO/IEC 6429), for a fast whole-string search.
+_CONTROL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def _is_control(ch: str) -> bool:
@@ -147,10 +152,11 @@ class TextCodec(Codec):
 
     def encode(self, value: str, *, field: str = "?") -> bytes:
         name = _CHARSETS[self.charset]
-        for i, ch in enumerate(value):
-            if _is_control(ch):
-                raise RecordError(f"character U+{ord(ch):04X} at position {i + 1} is a control character",
-                                  field=field)
+        bad = _CONTROL_RE.search(value)
+        if bad is not None:
+            i, ch = bad.start(), bad.group()
+            raise RecordError(f"character U+{ord(ch):04X} at position {i + 1} is a control character",
+                              field=field)
         try:
             raw = value.encode(self.charset)
         except UnicodeEncodeError as exc:
