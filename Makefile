@@ -4,8 +4,12 @@
 setup:
 	bash .ci/setup
 
+# The main job on the embedded default: a 300-record social security card batch on virtual readers, with the
+# TEST keys of keys/test/ (never for real cards). Output (report, ledger, journal, card images) in out/demo.
 demo: setup
-	.venv/bin/cardkit demo
+	rm -rf out/demo
+	.venv/bin/cardkit batch run applets/ssc/sample-batch.csv --profile ssc \
+	    --keys keys/test/ssc.toml --allow-test-keys --out out/demo
 
 lint:
 	.venv/bin/ruff check cardkit tests benchmarks

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-ALL = ["bench_session", "bench_cold_start", "bench_virtual", "bench_scp", "bench_issuance", "bench_keys"]
+ALL = ["bench_session", "bench_cold_start", "bench_virtual", "bench_scp", "bench_issuance", "bench_keys", "bench_batch"]
 
 
 def main() -> None:
