@@ -273,8 +273,18 @@ def make_feeder(profile: Profile, keystore: Keystore, directory: Path, *, latenc
     from cardkit.virtual.image import CardFeeder
 
     alg = alg_of(profile.algorithm)
+    options = CardOptions(apdu_latency_s=latency_s)
+    if profile.channel in ("scp03", "scp02"):
+        # GlobalPlatform profiles: blank cards arrive with an issuer security domain holding the transport key
+        # set; the ISO MF key 00 (unused by these profiles) gets the set's ENC key.
+        from cardkit.issuance.gp import GpOptions, gp_keyset
+
+        version = GpOptions.of(profile).transport_key_version or 1
+        keys = gp_keyset(keystore, profile.transport_key, alg, version)
+        return CardFeeder(directory, keys.enc, alg, options=options, gp_keys=keys,
+                          scp=3 if profile.channel == "scp03" else 2)
     transport = keystore.key(profile.transport_key, alg).value
-    return CardFeeder(directory, transport, alg, options=CardOptions(apdu_latency_s=latency_s))
+    return CardFeeder(directory, transport, alg, options=options)
 
 
 # ------------------------------------------------------------------------------------------- runner

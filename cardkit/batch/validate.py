@@ -204,11 +204,9 @@ def _required_fields(profile: Profile) -> list[str]:
 
 
 def _known_fields(profile: Profile) -> set[str]:
-    from cardkit.issuance.prepare import _EXTRA_FIELDS
+    from cardkit.issuance.prepare import known_fields
 
-    known = {f.field for f in profile.record_fields} | set(_EXTRA_FIELDS)
-    known |= {p.initial[6:] for p in profile.pins if p.initial.startswith("field:")}
-    return known
+    return known_fields(profile)
 
 
 class BatchValidator:

@@ -20,7 +20,7 @@ from cardkit.profiles.validators import VALIDATORS, check_id_consistency
 if TYPE_CHECKING:
     from cardkit.keys.store import Keystore
 
-__all__ = ["PreparedRecord", "RecordProblems", "prepare", "validate_record"]
+__all__ = ["PreparedRecord", "RecordProblems", "known_fields", "prepare", "validate_record"]
 
 
 class RecordProblems(RecordError):
@@ -123,6 +123,17 @@ def validate_record(profile: Profile, fields: Mapping[str, str], *, line: int | 
 
 # Columns that are not stored on the card but are used at card time (diversification levels).
 _EXTRA_FIELDS = frozenset({"region", "phone"})
+
+
+def known_fields(profile: Profile) -> set[str]:
+    """Every record column the profile uses: mapped fields, content-hook fields, PIN fields, card-time fields."""
+    known = {f.field for f in profile.record_fields} | set(_EXTRA_FIELDS)
+    known |= {p.initial[6:] for p in profile.pins if p.initial.startswith("field:")}
+    if profile.content:
+        from cardkit.issuance.hooks import content_fields
+
+        known |= set(content_fields(profile.content))
+    return known
 
 
 def _strip(exc: RecordError) -> str:

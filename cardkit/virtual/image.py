@@ -280,7 +280,10 @@ class CardFeeder:
     STATE = "feeder.json"
 
     def __init__(self, directory: str | Path, transport_key: bytes, alg: Alg = Alg.AES, *, prefix: int = 0xC0,
-                 options: CardOptions | None = None, seed: int | None = None) -> None:
+                 options: CardOptions | None = None, seed: int | None = None, gp_keys: Any = None,
+                 scp: int = 3) -> None:
+        """``gp_keys`` (a :class:`~cardkit.sm.gp.GpKeySet`) gives every card a GlobalPlatform issuer security
+        domain with that key set (``scp`` 3 for AES, 2 for 3DES)."""
         if not 0 <= prefix <= 0xFF:
             raise VirtualCardError("serial prefix must be a byte")
         self.directory = Path(directory)
@@ -290,6 +293,8 @@ class CardFeeder:
         self.prefix = prefix
         self.options = options
         self.seed = seed
+        self.gp_keys = gp_keys
+        self.scp = scp
         self.issued = 0
         # fail early on a bad key rather than at the first card
         VirtualCard.blank(b"\x00\x00\x00\x00", self.transport_key, alg)
@@ -323,7 +328,12 @@ class CardFeeder:
         serial = bytes((self.prefix,)) + n.to_bytes(3, "big")
         seed = None if self.seed is None else self.seed + n
         self.issued += 1
-        return VirtualCard.blank(serial, self.transport_key, self.alg, options=self.options, seed=seed)
+        card = VirtualCard.blank(serial, self.transport_key, self.alg, options=self.options, seed=seed)
+        if self.gp_keys is not None:
+            from cardkit.virtual.gp import install_isd
+
+            install_isd(card, self.gp_keys, self.scp)
+        return card
 
     def take(self, count: int) -> list[VirtualCard]:
         return [self.next_card() for _ in range(count)]
