@@ -173,7 +173,7 @@ class Journal:
             log.warning("journal %s had mode %03o; setting 600", self.path.name, mode)
             os.fchmod(self._fd, 0o600)
         if not existed:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         self._known_size = -1
         self._seq = 0
         self._prev = GENESIS
@@ -293,7 +293,7 @@ def _read_tail(fd: int, size: int, name: str) -> tuple[int, str]:
     return seq, digest
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     try:
         dfd = os.open(directory, os.O_RDONLY)
     except OSError:

@@ -19,6 +19,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from cardkit.batch.journal import fsync_dir
 from cardkit.errors import KeyError_, KeystoreError, RecordError
 
 __all__ = ["KEY_FILE_SUFFIX", "KEY_SIZE", "MIN_KEY_SIZE", "PSEUDONYM_HEX", "Pseudonymizer", "key_file_for"]
@@ -117,18 +118,8 @@ def _create_key_file(path: Path) -> None:
             return
         except OSError as exc:
             raise KeystoreError(f"cannot create pseudonym key file {path.name!r}: {exc.strerror}") from exc
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         log.info("created pseudonym key file %s", path.name)
     finally:
         tmp.unlink(missing_ok=True)
 
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
