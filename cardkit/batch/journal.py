@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from cardkit.errors import CardkitError
+from cardkit.fsutil import fsync_dir
 
 __all__ = [
     "GENESIS", "Journal", "JournalEntry", "JournalError", "JournalPrivacyError", "JournalProblem", "JournalReport",
@@ -292,16 +293,6 @@ def _read_tail(fd: int, size: int, name: str) -> tuple[int, str]:
         raise JournalError(f"the last line of journal {name!r} does not match its hash; verify it")
     return seq, digest
 
-
-def fsync_dir(directory: Path) -> None:
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class _Dup(ValueError):

@@ -19,8 +19,8 @@ import secrets
 import stat
 from pathlib import Path
 
-from cardkit.batch.journal import fsync_dir
 from cardkit.errors import KeyError_, KeystoreError, RecordError
+from cardkit.fsutil import fsync_dir
 
 __all__ = ["KEY_FILE_SUFFIX", "KEY_SIZE", "MIN_KEY_SIZE", "PSEUDONYM_HEX", "Pseudonymizer", "key_file_for"]
 

@@ -31,7 +31,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "pin": ("cardkit.cli.issue", "pin", "PIN operations: status, change, unblock."),
     "card": ("cardkit.cli.issue", "card", "Card life cycle: block, unblock, terminate."),
     "ssc": ("cardkit.cli.issue", "ssc", "Social security card operations (bind-family, ...)."),
-    "plan": ("cardkit.cli.plan", "plan", "Prepare personalization plans in bulk (sensitive parts encrypted); run later."),
+    "plan": ("cardkit.cli.plan", "plan", "Prepare personalization plans in bulk (encrypted); run them later."),
     # batches — cardkit/cli/batch.py
     "batch": ("cardkit.cli.batch", "batch", "Issuance batches: validate, run, status, report, resume, cancel."),
     "audit": ("cardkit.cli.batch", "audit", "Verify a hash-chained audit journal."),

@@ -52,6 +52,7 @@ from cardkit.crypto import Alg, KcvMethod, adjust_des_parity, check_key, kcv
 from cardkit.crypto.diversify import chain
 from cardkit.crypto.kcv import default_kcv_method
 from cardkit.errors import CryptoError, KeystoreError
+from cardkit.fsutil import fsync_dir
 from cardkit.keys.software import SoftwareSigner, generate_private_pkcs8, spki_fingerprint
 from cardkit.keys.store import (
     KeyHandle,
@@ -184,13 +185,6 @@ def _canonical(obj: Any) -> bytes:
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -368,7 +362,7 @@ class EncryptedKeystore:
             finally:
                 os.close(fd)
             os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise KeystoreError(f"cannot write keystore {self.path}: {exc.strerror}") from None
