@@ -89,7 +89,14 @@ class Pkcs11Keystore:
 
     ``module`` is the PKCS#11 library path, ``token`` the token label, ``pin`` the user PIN (from the
     environment or a prompt — see :func:`cardkit.keys.uri.open_keystore`). One logged-in session per
-    (module, token) is shared by the keystores of a process; every token call holds its lock.
+    (module, token) is shared by the keystores of a process.
+
+    Thread safety: one instance may be shared by many threads (the batch runner's workers do). Every call
+    into the PKCS#11 module holds the module's lock (:func:`cardkit.keys.pkcs11_base.module_lock`, one per
+    module, not per token: python-pkcs11 initialises modules without locking callbacks, so the module itself
+    is not thread-safe), and searches finish inside it; token operations of a process are therefore
+    serialised (≈ 0.27 ms per SoftHSM2 derivation), host work around them is not. The lookup cache may be
+    filled twice by two threads racing on a miss, which is harmless.
     """
 
     def __init__(self, module: str, token: str, pin: str) -> None:
@@ -127,7 +134,7 @@ class Pkcs11Keystore:
         c = self._c()
         attrs: dict[Any, Any] = {p11().Attribute.CLASS: p11().ObjectClass.DATA, p11().Attribute.APPLICATION: _APP}
         out = []
-        for obj in c.session.get_objects(attrs):
+        for obj in base.find_objects(c.session, attrs):
             try:
                 meta = json.loads(bytes(obj[p11().Attribute.VALUE]).decode("utf-8"))
             except (ValueError, UnicodeDecodeError):
@@ -147,7 +154,7 @@ class Pkcs11Keystore:
             oc = {"secret": pk.ObjectClass.SECRET_KEY, "private": pk.ObjectClass.PRIVATE_KEY,
                   "public": pk.ObjectClass.PUBLIC_KEY}[klass]
             found: list[_Found] = []
-            for obj in self._c().session.get_objects({pk.Attribute.CLASS: oc, pk.Attribute.LABEL: key_name}):
+            for obj in base.find_objects(self._c().session, {pk.Attribute.CLASS: oc, pk.Attribute.LABEL: key_name}):
                 key_alg, key_version = base.parse_id(obj, klass)
                 if key_alg is None or (alg is not None and key_alg != alg):
                     continue
@@ -370,7 +377,7 @@ class Pkcs11Keystore:
                                                                              pk.ObjectClass.PUBLIC_KEY]
             count = 0
             for oc in classes:
-                for obj in list(self._c().session.get_objects({pk.Attribute.CLASS: oc, pk.Attribute.LABEL: key_name})):
+                for obj in base.find_objects(self._c().session, {pk.Attribute.CLASS: oc, pk.Attribute.LABEL: key_name}):
                     a, v = base.parse_id(obj, "secret" if oc == pk.ObjectClass.SECRET_KEY else "private")
                     if a == f.alg and (version is None or v == version):
                         obj.destroy()

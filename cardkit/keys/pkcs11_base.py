@@ -28,7 +28,8 @@ from cardkit.errors import KeystoreError
 from cardkit.keys.software import PSS_SALT_LENGTH, der_from_raw_ecdsa, pem_from_der, spki_fingerprint
 from cardkit.keys.store import KeyInfo, SignAlg, Usage, WrappedKey, kcv_methods_for
 
-__all__ = ["Connection", "Pkcs11KeyHandle", "Pkcs11Signer", "check_alg", "connect", "p11", "release", "translate"]
+__all__ = ["Connection", "Pkcs11KeyHandle", "Pkcs11Signer", "check_alg", "connect", "find_objects", "module_lock",
+           "p11", "release", "translate"]
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +56,15 @@ def p11() -> ModuleType:
 @dataclass
 class Connection:
     """One logged-in read/write session on a token, shared in the process (PKCS#11 login state is per
-    application and token, v2.40 §5.6); ``lock`` serialises every call on it."""
+    application and token, v2.40 §5.6). ``lock`` is the lock of the whole PKCS#11 module (see
+    :func:`module_lock`): every call into the module, on any session of any of its tokens, holds it."""
 
     module: str
     token: str
     session: Any
     mechanisms: frozenset[int]
     pin_digest: bytes = field(repr=False)
-    lock: threading.RLock = field(default_factory=threading.RLock)
+    lock: threading.RLock = field(repr=False)
     refs: int = 1
 
 
@@ -70,8 +72,23 @@ class Connection:
 # opened on them are kept here rather than per keystore object.
 _LIBS: dict[str, Any] = {}
 _CONNECTIONS: dict[tuple[str, str], Connection] = {}
+_MODULE_LOCKS: dict[str, threading.RLock] = {}
+# Lock order: _REGISTRY_LOCK, then a module lock (never the other way round).
 _REGISTRY_LOCK = threading.Lock()
 _PIN_SALT = secrets.token_bytes(16)
+
+
+def module_lock(module: str) -> threading.RLock:
+    """The one lock serialising every call into the PKCS#11 module ``module``, whatever the token or session.
+
+    python-pkcs11 (0.10) calls ``C_Initialize(NULL_PTR)``. Without ``CK_C_INITIALIZE_ARGS`` a module may
+    assume that the application does not call it from several threads at once (PKCS#11 v2.40 base §5.4.1,
+    §3.6), and SoftHSM2 then switches its own mutexes off: two threads working on two tokens of the same
+    module at the same moment crash it (segmentation fault, measured with SoftHSM2 2.6.1). One lock per
+    session would not be enough; one per module is what the specification asks of such an application.
+    """
+    with _REGISTRY_LOCK:
+        return _MODULE_LOCKS.setdefault(module, threading.RLock())
 
 
 def _load(module: str) -> Any:
@@ -90,7 +107,8 @@ def connect(module: str, token: str, pin: str) -> Connection:
     """Log in to ``token`` (or join the process's existing session after checking the PIN matches)."""
     digest = hmac.new(_PIN_SALT, pin.encode("utf-8"), hashlib.sha256).digest()
     pk = p11()
-    with _REGISTRY_LOCK:
+    lock = module_lock(module)
+    with _REGISTRY_LOCK, lock:
         conn = _CONNECTIONS.get((module, token))
         if conn is not None:
             if not hmac.compare_digest(conn.pin_digest, digest):
@@ -122,10 +140,20 @@ def connect(module: str, token: str, pin: str) -> Connection:
         except pk.exceptions.PKCS11Error as exc:
             raise KeystoreError(f"cannot log in to token {token!r}: {type(exc).__name__}") from None
         mechs = frozenset(int(m) for m in tok.slot.get_mechanisms())
-        conn = Connection(module, token, session, mechs, digest)
+        conn = Connection(module, token, session, mechs, digest, lock)
         _CONNECTIONS[(module, token)] = conn
         log.info("logged in to PKCS#11 token %s", token)
         return conn
+
+
+def find_objects(session: Any, attrs: dict[Any, Any]) -> list[Any]:
+    """Every object matching ``attrs``, the search finished (``C_FindObjectsFinal``) before returning.
+
+    python-pkcs11's ``get_objects`` is a generator holding an open search; one left half-read (an exception
+    in the caller's loop) would be finished by the garbage collector later, in any thread, outside the
+    module lock. The caller holds the module lock.
+    """
+    return list(session.get_objects(attrs))
 
 
 def release(conn: Connection) -> None:
