@@ -170,6 +170,10 @@ def test_sequence_counter_increments_per_session() -> None:
     assert card.sequence_counter == 0x0100
     init = Scp02InitResponse.parse(card.initialize_update(CommandApdu(0x80, 0x50, 0, 0, bytes(8), le=256)).data)
     assert init.sequence_counter == h("0100") and init.key_version == 0x20
+    last = Scp02Card(keys, 0xFFFE, rng=det_rng(1))
+    Scp02Host.open(Wire(last), keys, level=1, rng=det_rng(2))
+    assert last.sequence_counter == 0xFFFF  # exhausted: no further session, the counter never wraps or grows
+    assert last.initialize_update(CommandApdu(0x80, 0x50, 0, 0, bytes(8), le=256)).sw == 0x6985
 
 
 def test_error_status_passes_through() -> None:
@@ -254,12 +258,31 @@ def test_rmac_chains_over_responses() -> None:
         chan.unwrap(second)
 
 
-@pytest.mark.parametrize("i", [0x0A, 0x0B, 0x1A, 0x1B, 0x0D, 0x80, -1])
+# Not in GPCS 2.3.1 Table E-1: explicit with ICV over AID (0D, 0E, 1C, 5D), implicit other than 0A/0B/1A/1B
+# (08: modified APDU, 2A/3B: R-MAC, 4A: pseudo-random challenge, 00: ICV zero), out of range.
+@pytest.mark.parametrize("i", [0x0D, 0x0E, 0x1C, 0x5D, 0x08, 0x2A, 0x3B, 0x4A, 0x00, 0x80, -1, True])
 def test_unsupported_i(i: int) -> None:
     with pytest.raises(SecureChannelError):
         check_i(i)
     with pytest.raises(SecureChannelError):
         Scp02Host.open(lambda c: ResponseApdu.of(0x9000), keyset(), level=1, i=i)
+
+
+@pytest.mark.parametrize("i", [0x0A, 0x0B, 0x1A, 0x1B])
+def test_implicit_i_is_not_an_explicit_handshake(i: int) -> None:
+    sent: list[CommandApdu] = []
+
+    def send(cmd: CommandApdu) -> ResponseApdu:
+        sent.append(cmd)
+        return ResponseApdu.of(0x9000)
+
+    assert check_i(i) == i
+    with pytest.raises(SecureChannelError, match="open_implicit"):
+        Scp02Host.open(send, keyset(), level=1, i=i)
+    assert sent == []
+    card = Scp02Card(keyset(), 7, i=i)  # an implicit card refuses the explicit handshake
+    assert card.initialize_update(CommandApdu(0x80, 0x50, 0, 0, bytes(8), le=256)).sw == 0x6985
+    assert card.sequence_counter == 7 and not card.session_open
 
 
 def test_option_errors_send_nothing() -> None:

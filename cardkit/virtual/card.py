@@ -313,6 +313,13 @@ class VirtualCard:
         session = None
         if cla & 0x0C:
             session = st.session
+            if session is None and ch.app is not None and ch.app_aid is not None:
+                # An application may start a session implicitly with this very command (GPCS Appendix E,
+                # SCP02 implicit initiation): it stands a gate on the channel that the unwrap below opens.
+                offer = getattr(ch.app, "offer_implicit", None)
+                if callable(offer):
+                    offer(self, ch.app_aid, st)
+                    session = st.session
             if session is None:
                 return b"\x68\x82"
             try:

@@ -17,6 +17,14 @@
   ``card.security.open_sm(session, issuer=True)``: commands of the ISO file system sent under the channel meet
   the ``issuer`` access condition. Card-management commands need the session, and need the C-MAC when the
   session's level asks for it (an unprotected one closes the session, 6982).
+* **SCP02 implicit initiation** (``install_isd(card, des_keys, scp=2, i=0x1A)``, or ``0A``/``0B``/``1B``;
+  :mod:`cardkit.virtual.gp_session`): INITIALIZE UPDATE is refused (6985, no try spent); the first C-MAC'd
+  command sent to the selected ISD (or one of its applications) opens a session with the default key set at
+  level C-MAC — same rights as an explicit session — with ICV = MAC over the selected AID. Each attempt spends
+  a try, a success restores them and increments the persistent counter; a command that does not verify is
+  answered 6988 and not run, and secure messaging ends on the channel. The card takes the first command once
+  the application has been selected, or has seen any plain command on the channel (GET DATA ``00C1`` does);
+  right after a reset or a failed attempt it answers 6882 until then.
 * **SELECT of another application or of a DF/MF that deselects the ISD ends the session on that channel**
   (GPCS 2.3.1 §10.2.3: a secure channel session is bound to the application that opened it). A SELECT sent
   under the session still gets a protected response; every later command under it fails (6988) and closes it.
@@ -53,7 +61,7 @@ from cardkit.commands.gp import DEFAULT_ISD_AID
 from cardkit.crypto import Alg
 from cardkit.errors import CardkitError
 from cardkit.sm.gp import GpKeySet, SecurityLevel
-from cardkit.sm.scp02 import Scp02Card, check_i
+from cardkit.sm.scp02 import Scp02Card, check_i, is_implicit
 from cardkit.sm.scp03 import I_S16, Scp03Card
 from cardkit.tlv import ber_build, ber_encode
 from cardkit.virtual.card import Channel, VirtualCard, cmd_manage_channel
@@ -78,7 +86,8 @@ from cardkit.virtual.gp_registry import (
     keyset_from_dict,
     keyset_to_dict,
 )
-from cardkit.virtual.gp_session import ChannelState, GpSession, Handshake
+from cardkit.virtual.gp_session import ChannelState, GpSession, Handshake, ImplicitGate, start_implicit
+from cardkit.virtual.security import SecurityState
 
 __all__ = ["CARDKIT_LOAD_FILE", "CARDKIT_MODULE", "GP_IMAGE_VERSION", "ISD_PRIVILEGES", "ChannelState", "GpSession",
            "IssuerSecurityDomain", "default_cplc", "find_isd", "gp_from_dict", "gp_to_dict", "install_isd"]
@@ -182,7 +191,7 @@ class IssuerSecurityDomain:
         current = sec.session
         if isinstance(current, GpSession) and sec.sm and current.scp.session_open:
             current.ending = True  # this command came under it: its response is still protected, then it ends
-        elif isinstance(current, GpSession | Handshake):
+        elif isinstance(current, GpSession | Handshake | ImplicitGate):
             sec.close_sm()
         if st is not None and st.session is not None and st.session is not current:
             st.session.scp.close()
@@ -198,6 +207,21 @@ class IssuerSecurityDomain:
             raise SwError(0x6982, f"{what} arrived without the C-MAC the session requires: session closed")
         return s
 
+    def offer_implicit(self, card: VirtualCard, owner: bytes, sec: SecurityState | None = None) -> None:
+        """With SCP02 implicit initiation, stand an :class:`ImplicitGate` for ``owner`` on a channel (``sec``, by
+        default the current one) that has no secure-messaging session, so its first C-MAC'd command can open one."""
+        if not is_implicit(self.i.get(0x02, _DEFAULT_I[0x02])):
+            return
+        sec = card.security if sec is None else sec
+        entry = self.default_key_set()
+        if sec.session is not None or entry is None or entry.scp != 0x02:
+            return
+
+        def start(command: CommandApdu) -> CommandApdu:
+            return start_implicit(self, card, command, owner)
+
+        sec.open_sm(ImplicitGate(owner, start), issuer=False)
+
     def force_isd_everywhere(self, card: VirtualCard) -> None:
         for ch in card.channels.values():
             if ch.app is not self:
@@ -208,6 +232,7 @@ class IssuerSecurityDomain:
     def select(self, card: VirtualCard) -> bytes:
         """The FCI (GPCS 2.3.1 §11.9.3.1); the channel's GP state starts afresh."""
         self.reset_channel(card)
+        self.offer_implicit(card, self.aid)
         proprietary = ber_encode(_TAG_LCS, bytes((self.life_cycle,))) + ber_encode(_TAG_MAX_DATA, b"\xff")
         return ber_build(_TAG_FCI, [ber_encode(_TAG_DF_NAME, self.aid), ber_encode(_TAG_PROPRIETARY, proprietary)])
 
@@ -218,6 +243,7 @@ class IssuerSecurityDomain:
         from cardkit.virtual import gp_manage, gp_store
 
         ins, proprietary = apdu.ins, bool(apdu.cla & 0x80)
+        self.offer_implicit(card, self.aid)
         if self.life_cycle == CARD_TERMINATED and ins != _INS_GET_DATA:
             raise SwError(0x6A81, "the card is TERMINATED: only GET DATA is answered")
         if ins == _INS_SELECT and not proprietary:
@@ -244,6 +270,7 @@ class IssuerSecurityDomain:
     # ---------------------------------------------------------------------------- app instances
     def app_selected(self, card: VirtualCard, app: AppInstance) -> bytes:
         self.reset_channel(card)
+        self.offer_implicit(card, app.aid)
         return ber_build(_TAG_FCI, [ber_encode(_TAG_DF_NAME, app.aid),
                                     ber_encode(_TAG_PROPRIETARY, ber_encode(_TAG_MAX_DATA, b"\xff"))])
 
@@ -254,6 +281,7 @@ class IssuerSecurityDomain:
         from cardkit.virtual import gp_store
 
         ins, proprietary = apdu.ins, bool(apdu.cla & 0x80)
+        self.offer_implicit(card, app.aid)
         if ins == _INS_SELECT and not proprietary:
             return self._select_command(card, apdu, app)
         if ins == _INS_GET_DATA:
@@ -302,6 +330,7 @@ class IssuerSecurityDomain:
         for number in set(card.channels) - before:
             ch = card.channels[number]
             ch.app, ch.app_aid = self, self.aid
+            self.offer_implicit(card, self.aid, ch.security)
         return resp
 
     # ------------------------------------------------------------------------- secure channel
@@ -318,10 +347,12 @@ class IssuerSecurityDomain:
         if apdu.p2 != 0:
             raise SwError(0x6A86, "INITIALIZE UPDATE P2 (key identifier) must be 00")
         entry = self._key_set_for(apdu.p1)
-        if entry.blocked:
-            raise SwError(0x6983, f"key set {entry.version:02X} is locked (too many failed authentications)")
         scp_id = entry.scp
         i = self.i.get(scp_id, _DEFAULT_I[scp_id])
+        if scp_id == 0x02 and is_implicit(i):  # GPCS 2.3.1 Table E-1: no explicit handshake with this i
+            raise SwError(0x6985, f"this security domain initiates SCP02 implicitly (i={i:02X}): no INITIALIZE UPDATE")
+        if entry.blocked:
+            raise SwError(0x6983, f"key set {entry.version:02X} is locked (too many failed authentications)")
         scp: Scp02Card | Scp03Card
         if scp_id == 0x02:
             if len(apdu.data) != 8:
@@ -539,6 +570,11 @@ def gp_from_dict(card: VirtualCard, d: object) -> IssuerSecurityDomain:
     params = {int.from_bytes(hexval(k, "SCP number", 1, 1), "big"): v for k, v in raw_i.items()}
     if not all(k in (2, 3) and isinstance(v, int) and 0 <= v <= 0x7F for k, v in params.items()):
         raise GpImageError("gp image: i holds SCP02/SCP03 parameters 00..7F")
+    if 2 in params:
+        try:
+            check_i(params[2])
+        except CardkitError as exc:
+            raise GpImageError(f"gp image: {exc}") from None
     life_cycle = intval(d, "life_cycle", 0, 0xFF)
     if life_cycle not in CARD_STATES:
         raise GpImageError(f"gp image: card life cycle {life_cycle:02X} is not a GP card state")

@@ -1,12 +1,17 @@
 """Volatile secure-channel state of the virtual ISD: the handshake, the open session, per-channel state.
 
 :class:`GpSession` is the card's :class:`~cardkit.virtual.security.SmSession` for an open SCP02/SCP03 channel;
-:class:`Handshake` lets the C-MACed EXTERNAL AUTHENTICATE through the card's secure-messaging gate.
+:class:`Handshake` lets the C-MACed EXTERNAL AUTHENTICATE through the card's secure-messaging gate;
+:class:`ImplicitGate` stands on a channel whose selected application (the ISD or one of its applications)
+initiates SCP02 implicitly, and :func:`start_implicit` opens the session with the first C-MAC'd command.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cardkit.apdu import CommandApdu, ResponseApdu
 from cardkit.crypto import Alg
@@ -17,10 +22,18 @@ from cardkit.sm.scp03 import Scp03Card
 from cardkit.virtual.fs import SwError
 from cardkit.virtual.gp_registry import AppInstance, KeySetEntry
 
-__all__ = ["ChannelState", "GpSession", "Handshake"]
+if TYPE_CHECKING:
+    from cardkit.virtual.card import VirtualCard
+    from cardkit.virtual.gp import IssuerSecurityDomain
+
+__all__ = ["ChannelState", "GpSession", "Handshake", "ImplicitGate", "start_implicit"]
+
+log = logging.getLogger(__name__)
 
 # GPCS 2.3.1 §E.5.2 / Amendment D §7.1.2: EXTERNAL AUTHENTICATE.
 _INS_EXT_AUTH = 0x82
+# GPCS 2.3.1 §E.5.1.3: the SCP02 sequence counter is 2 bytes; at FFFF it cannot count another session.
+_SEQ_LAST = 0xFFFF
 
 
 @dataclass
@@ -93,3 +106,61 @@ class ChannelState:
     next_block: int = 0
     buffer: bytearray = field(default_factory=bytearray)
     status: tuple[int, bytes, bool, int] | None = None  # GET STATUS paging: P1, AID prefix, tag list, next entry
+
+
+@dataclass
+class ImplicitGate:
+    """The channel's secure-messaging session while no GP session is open and the selected application (AID
+    ``owner``) initiates SCP02 implicitly (GPCS 2.3.1 Appendix E, Table E-1 ``0A``/``0B``/``1A``/``1B``): its
+    ``unwrap_command`` is the first C-MAC'd command, handed to ``start`` (:func:`start_implicit`)."""
+
+    owner: bytes
+    start: Callable[[CommandApdu], CommandApdu] = field(repr=False)
+
+    def unwrap_command(self, command: CommandApdu) -> CommandApdu:
+        return self.start(command)
+
+    def wrap_response(self, response: ResponseApdu) -> ResponseApdu:
+        return response  # implicit sessions are C-MAC only: nothing to add to a response
+
+
+def start_implicit(isd: IssuerSecurityDomain, card: VirtualCard, command: CommandApdu, owner: bytes) -> CommandApdu:
+    """Open an implicit SCP02 session on the current channel with its first C-MAC'd command (unwrapped and
+    returned), with the default key set and the ICV over ``owner``. As INITIALIZE UPDATE does, the attempt
+    spends one try of the key set before the C-MAC is checked and a success gives them all back and stores the
+    incremented sequence counter (GPCS 2.3.1 Appendix E). The session grants what an explicit session at level
+    C-MAC grants (``card.security.open_sm(session, issuer=True)``). Raises :class:`SecureChannelError` (the
+    card answers 6988, runs nothing and closes secure messaging on the channel) when the command does not
+    verify, the key set is locked or is not an SCP02 one, or the counter is exhausted."""
+    entry = isd.default_key_set()
+    if entry is None or entry.scp != 0x02:
+        raise SecureChannelError("implicit SCP02 initiation: the default key set is not a 3DES (SCP02) key set")
+    if entry.blocked:
+        raise SecureChannelError(f"key set {entry.version:02X} is locked (too many failed authentications)")
+    if entry.counter >= _SEQ_LAST:
+        raise SecureChannelError(f"the sequence counter of key set {entry.version:02X} is exhausted")
+    i = isd.i.get(0x02, 0)
+    scp = Scp02Card(entry.keys, entry.counter, i=i, rng=card.random_bytes, kdd=isd.kdd, aid=owner)
+
+    def spend() -> None:
+        entry.tries_left -= 1
+
+    card.eeprom.commit(spend, 1, must=True)
+    try:
+        plain = scp.start_implicit(command)
+    except SecureChannelError:
+        log.info("implicit SCP02 initiation with key set %02X failed, %d tries left", entry.version,
+                 entry.tries_left)
+        raise
+    counter = scp.sequence_counter
+
+    def restore() -> None:
+        entry.tries_left = entry.max_tries
+        entry.counter = counter
+
+    card.eeprom.commit(restore, 4)
+    session = GpSession(scp, entry, owner)
+    isd.state(card).session = session
+    card.security.open_sm(session, issuer=True)
+    log.debug("implicit SCP02 session open: key set %02X, counter now %04X", entry.version, counter)
+    return plain
