@@ -1,0 +1,558 @@
+"""``cardkit plan`` (prepare, show, run): personalization plans prepared in bulk, sensitive parts encrypted.
+
+``prepare`` validates a whole source file like ``batch validate`` (every problem reported, nothing written if
+there is one), prepares every record and writes an encrypted plan (:mod:`cardkit.issuance.planstore`).
+``run`` loads the plan into a batch ledger (batch id from the plan) and personalizes its records one card at a
+time on one reader — the virtual card feeder by default, else the PC/SC reader named with the global
+``--reader`` — with the ledger's exactly-once bookkeeping: running the same command again continues, cards
+left half-written by an interruption are spoiled and their records remade. ``batch status`` / ``batch report``
+work on the plan's batch; ``batch resume`` does not (it prepares records from source fields, which a plan
+batch does not keep — use ``plan run``).
+
+The plan passphrase comes from ``CARDKIT_PLAN_PASSPHRASE`` or a hidden prompt, never from the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import click
+
+from cardkit.cli.main import Options
+from cardkit.errors import CardkitError, KeystoreError, ProfileError, RecordError
+
+if TYPE_CHECKING:
+    from cardkit.batch.journal import Journal
+    from cardkit.batch.ledger import Ledger
+    from cardkit.batch.runner import CardSlot, ImageStore, RunResult
+    from cardkit.issuance.planstore import PlanHeader, PlanProtection, PlanReader
+    from cardkit.keys.store import KeyCustody, Keystore
+    from cardkit.profiles.model import Profile
+    from cardkit.session import CardSession
+
+_ALGS = click.Choice(["sm4", "3des", "aes"])
+
+
+def _prompt(what: str) -> str:
+    return str(click.prompt(what, hide_input=True, err=True))
+
+
+def _profile(name: str, algorithm: str | None) -> Profile:
+    from cardkit.profiles.model import find_profile, load_profile
+
+    return load_profile(find_profile(name), algorithm=algorithm)
+
+
+def _passphrase(*, new: bool) -> PlanProtection:
+    """The plan passphrase from CARDKIT_PLAN_PASSPHRASE or the prompt (asked twice for a new plan)."""
+    from cardkit.issuance.planstore import PASSPHRASE_ENV, PassphraseProtection, PlanKeyError
+    from cardkit.keys.entry import obtain_secret
+
+    try:
+        text = obtain_secret("plan passphrase", PASSPHRASE_ENV, _prompt)
+        if new and os.environ.get(PASSPHRASE_ENV) is None and obtain_secret("plan passphrase (again)", None,
+                                                                            _prompt) != text:
+            raise PlanKeyError("the two passphrases differ; nothing was written")
+    except PlanKeyError:
+        raise
+    except KeystoreError as exc:
+        raise PlanKeyError(str(exc)) from None
+    return PassphraseProtection(text)
+
+
+def _kek(kek: str, keystore: Keystore | None, allow_test_keys: bool, stack: contextlib.ExitStack) -> PlanProtection:
+    """``--kek NAME`` (in the --keys keystore) or ``--kek URI`` (store:PATH#NAME, pkcs11:token=T;object=NAME)."""
+    from cardkit.issuance.planstore import KekProtection
+
+    if re.match(r"^(file|store|pkcs11):", kek):
+        from cardkit.keys.uri import open_keystore, parse_key_uri
+
+        uri = parse_key_uri(kek)
+        if not uri.object:
+            raise click.BadParameter("a KEK URI names the key: store:PATH#NAME or pkcs11:token=T;object=NAME",
+                                     param_hint="--kek")
+        store = open_keystore(uri, allow_test_keys=allow_test_keys, prompt=_prompt)
+        stack.callback(store.close)
+        return KekProtection(store, uri.object)
+    if keystore is None:
+        raise click.UsageError(f"--kek {kek} names a key of the --keys keystore: give --keys URI (or --kek "
+                               "store:PATH#NAME)")
+    return KekProtection(cast("KeyCustody", keystore), kek)
+
+
+def _keystore(keys: str | None, allow_test_keys: bool, stack: contextlib.ExitStack) -> Keystore:
+    from cardkit.cli.batch import open_keystore_option
+
+    store = open_keystore_option(keys, allow_test_keys)
+    close = getattr(store, "close", None)
+    if close is not None:
+        stack.callback(close)
+    return store
+
+
+def _unlock(keystore: Keystore | None, kek: str | None, allow_test_keys: bool,
+            stack: contextlib.ExitStack) -> Callable[[PlanHeader], PlanProtection]:
+    """Chooses how to open a plan once its header says how the data key is protected."""
+
+    def unlock(header: PlanHeader) -> PlanProtection:
+        if header.protection == "passphrase":
+            return _passphrase(new=False)
+        if kek is not None:
+            return _kek(kek, keystore, allow_test_keys, stack)
+        from cardkit.issuance.planstore import KekProtection
+        from cardkit.keys.store import TestKeyFile
+
+        if keystore is None or isinstance(keystore, TestKeyFile):
+            raise click.UsageError(f"the plan's data key is wrapped under KEK {header.kek} (in {header.keystore}): "
+                                   "give --kek with the KEK's URI, or --keys with its keystore")
+
+        return KekProtection(cast("KeyCustody", keystore), None)
+
+    return unlock
+
+
+def _key_options(f: Any, *, new: bool = False,
+                 what: str = "with the card master keys, and the KEK named by --kek NAME") -> Any:
+    default = ("Without it the plan is protected by a passphrase (env CARDKIT_PLAN_PASSPHRASE, else a prompt)."
+               if new else "Default: the KEK named in the plan, in --keys; a passphrase plan asks for its passphrase "
+               "(env CARDKIT_PLAN_PASSPHRASE, else a prompt).")
+    f = click.option("--kek", metavar="NAME|URI",
+                     help="Key-encryption key wrapping the plan's data key: a key of --keys, or a key URI "
+                          f"(store:PATH#NAME, pkcs11:token=T;object=NAME). {default}")(f)
+    f = click.option("--allow-test-keys", is_flag=True, help="Accept a TEST key file (never for real cards).")(f)
+    return click.option("--keys", metavar="FILE|URI", help=f"Keystore (file:, store:, pkcs11:) {what}.")(f)
+
+
+def _new_key_options(f: Any) -> Any:
+    return _key_options(f, new=True, what="for content hooks that sign (the eMRTD EF.SOD), and the KEK "
+                        "named by --kek NAME")
+
+
+def _show_key_options(f: Any) -> Any:
+    return _key_options(f, what="holding the plan's KEK")
+
+
+def _describe(header: PlanHeader) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "plan_id": header.plan_id, "created": header.created, "cardkit": header.cardkit, "profile": header.profile,
+        "algorithm": header.algorithm, "profile_sha256": header.profile_sha256, "source": header.source_name,
+        "source_sha256": header.source_sha256, "records": header.records, "protection": header.protection}
+    if header.protection == "kek":
+        out.update(kek=header.kek, kek_kcv=header.kek_kcv, keystore=header.keystore)
+    else:
+        kdf = header.raw["data_key"].get("kdf", {})
+        out["kdf"] = {k: kdf.get(k) for k in ("name", "n", "r", "p")}
+    return out
+
+
+def _protection_text(header: PlanHeader) -> str:
+    if header.protection == "kek":
+        return f"data key wrapped under KEK {header.kek} (KCV {header.kek_kcv}) in {header.keystore}"
+    kdf = header.raw["data_key"].get("kdf", {})
+    return f"data key protected by a passphrase (scrypt N={kdf.get('n')}, r={kdf.get('r')}, p={kdf.get('p')})"
+
+
+# ------------------------------------------------------------------------------------------- commands
+@click.group()
+def plan() -> None:
+    """Personalization plans: prepare a batch in bulk now (personal data, PINs and keys encrypted with
+    AES-256-GCM), personalize the cards later.
+
+    \b
+    Examples:
+      cardkit plan prepare people.csv --profile ssc --out people.plan          # passphrase from the prompt
+      cardkit plan prepare people.csv --profile ssc --out people.plan --keys store:/srv/bureau.cks --kek plan-kek
+      cardkit plan show people.plan
+      cardkit plan run people.plan --profile ssc --keys keys/test/ssc.toml --allow-test-keys --out /tmp/p1
+    """
+
+
+@plan.command("prepare")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--profile", "profile_name", required=True, metavar="NAME|PATH", help="Profile (applets/NAME or a path).")
+@click.option("--algorithm", type=_ALGS, help="Card key algorithm (default: the profile's).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The plan file to write (created 0600; never overwritten).")
+@_new_key_options
+@click.option("--encoding", type=click.Choice(["utf-8", "gb18030"]), default="utf-8", show_default=True,
+              help="Character encoding of the source file.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="Source format (default: from the "
+              "file extension).")
+@click.option("--jobs", type=click.IntRange(1, 64), default=1, show_default=True, help="Processes preparing records.")
+@click.pass_obj
+def prepare(opts: Options, file: Path, profile_name: str, algorithm: str | None, out: Path, keys: str | None,
+            allow_test_keys: bool, kek: str | None, encoding: str, fmt: str | None, jobs: int) -> None:
+    """Validate every record of FILE (all problems reported with line numbers, nothing written if there is
+    one), prepare them all and write the encrypted plan --out. The data key is wrapped under --kek, or
+    protected by a passphrase.
+
+    \b
+    Examples:
+      CARDKIT_PLAN_PASSPHRASE=… cardkit plan prepare applets/ssc/sample-batch.csv --profile ssc --out ssc.plan
+      cardkit plan prepare people.csv --profile ssc --out people.plan --kek store:/srv/bureau.cks#plan-kek
+      cardkit plan prepare mrtd.csv --profile mrtd --out mrtd.plan --keys pkcs11:token=bureau --kek plan-kek
+    """
+    from cardkit.batch.sources import source_digest
+    from cardkit.batch.validate import BadBatchError, BatchValidator, prepare_file
+    from cardkit.cli.batch import _user_errors
+    from cardkit.issuance.planstore import write_plan
+
+    profile = _profile(profile_name, algorithm)
+    if out.exists():
+        raise click.UsageError(f"--out {out} exists: a plan is never overwritten")
+    with _user_errors():
+        digest = source_digest(file)
+        validator = BatchValidator(profile, encoding=encoding, fmt=fmt, jobs=jobs)
+        for problem in validator.problems(file):
+            click.echo(str(problem), err=True)
+    summary = validator.summary
+    if not summary.ok:
+        raise BadBatchError(f"{file.name}: {summary.describe()}; no plan was written", summary)
+    with contextlib.ExitStack() as stack:
+        keystore = _keystore(keys, allow_test_keys, stack) if keys else None
+        protection = _kek(kek, keystore, allow_test_keys, stack) if kek else _passphrase(new=True)
+
+        def records() -> Iterator[tuple[int, Any]]:
+            # Content hooks that sign (eMRTD EF.SOD) need the keystore, which worker processes do not have.
+            n = 1 if profile.content else jobs
+            for line, prepared in prepare_file(file, profile, encoding=encoding, fmt=fmt, jobs=n, keystore=keystore):
+                if isinstance(prepared, str):
+                    raise RecordError(f"{prepared}; no plan was written", line=line)
+                yield line, prepared
+            if source_digest(file) != digest:
+                raise RecordError(f"{file.name} changed while the plan was prepared; no plan was written")
+
+        t0 = time.perf_counter()
+        with _user_errors():
+            header = write_plan(out, profile, records(), protection, source_name=file.name, source_sha256=digest)
+        elapsed = time.perf_counter() - t0
+    if opts.json:
+        click.echo(json.dumps({**_describe(header), "file": str(out), "seconds": round(elapsed, 3)}, indent=2))
+        return
+    click.echo(f"plan {header.plan_id}: {header.records} records of {file.name} for {profile.name} "
+               f"({profile.algorithm}) written to {out} (mode 0600) in {elapsed:.2f} s")
+    click.echo(_protection_text(header))
+
+
+@plan.command("show")
+@click.argument("plan_file", metavar="PLAN", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--check", is_flag=True, help="Authenticate the header and every record (needs the key or passphrase).")
+@_show_key_options
+@click.pass_obj
+def show(opts: Options, plan_file: Path, check: bool, keys: str | None, allow_test_keys: bool,
+         kek: str | None) -> None:
+    """Show a plan: id, profile, counts, digests, how its data key is protected — never personal data.
+
+    Without --check the header is shown as read (not authenticated); --check authenticates it and every
+    record (exit 8 if anything was changed).
+
+    \b
+    Examples:
+      cardkit plan show people.plan
+      cardkit plan show people.plan --check --keys store:/srv/bureau.cks
+    """
+    from cardkit.issuance.planstore import PlanReader, read_header
+
+    header = read_header(plan_file)
+    checked = None
+    if check:
+        with contextlib.ExitStack() as stack:
+            keystore = _keystore(keys, allow_test_keys, stack) if keys else None
+            with PlanReader.open(plan_file, unlock=_unlock(keystore, kek, allow_test_keys, stack)) as reader:
+                checked = reader.verify()
+    doc = {**_describe(header), "file": str(plan_file), "authenticated": checked is not None}
+    if opts.json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"plan {header.plan_id} ({plan_file.name}): {header.records} records for profile {header.profile} "
+               f"({header.algorithm}), prepared {header.created} by cardkit {header.cardkit}")
+    click.echo(f"  source {header.source_name} sha256 {header.source_sha256}")
+    click.echo(f"  profile file sha256 {header.profile_sha256}")
+    click.echo(f"  {_protection_text(header)}")
+    click.echo(f"  authenticated: header and {checked} records" if checked is not None
+               else "  not authenticated (use --check)")
+
+
+@plan.command("run")
+@click.argument("plan_file", metavar="PLAN", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--profile", "profile_name", required=True, metavar="NAME|PATH", help="Profile (must be the one the "
+              "plan was prepared with: same file content).")
+@click.option("--algorithm", type=_ALGS, help="Card key algorithm (default: the plan's).")
+@_key_options
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory: ledger, journal, report, card images (default: $CARDKIT_HOME/plans/BATCH_ID).")
+@click.option("--ledger", "ledger_url", metavar="URL", help="sqlite:///PATH or postgresql://… (default: "
+              "sqlite:///OUT/ledger.db).")
+@click.option("--batch-id", help="Batch id in the ledger (default: the plan file's name and plan id).")
+@click.option("--station", metavar="NAME", help="This station's name in the ledger (default: host name).")
+@click.option("--pseudonym-key", type=click.Path(dir_okay=False), help="Key file for cardholder pseudonyms.")
+@click.option("--max-remakes", type=click.IntRange(0), default=2, show_default=True,
+              help="Failed cards a record may have before it is rejected.")
+@click.option("--stop-after-failures", type=click.IntRange(0), default=0, show_default=True,
+              help="Stop after this many failed cards (0: never).")
+@click.option("--count", type=click.IntRange(1), help="Personalize at most this many cards in this run.")
+@click.option("--feeder", type=click.Path(file_okay=False, path_type=Path),
+              help="Blank virtual card feeder directory (default $CARDKIT_HOME/feeder).")
+@click.pass_context
+def run(ctx: click.Context, /, plan_file: Path, profile_name: str, algorithm: str | None, keys: str | None,
+        allow_test_keys: bool, kek: str | None, out: Path | None, ledger_url: str | None, batch_id: str | None,
+        station: str | None, pseudonym_key: str | None, max_remakes: int, stop_after_failures: int,
+        count: int | None, feeder: Path | None) -> None:
+    """Personalize the plan's records, one card at a time, on the reader of the global --reader (default: fresh
+    virtual cards), each written, read back and booked exactly once in the ledger. Run it again to go on after an
+    interruption. Exit 9 if records were rejected, 8 if the plan or the batch does not check.
+
+    \b
+    Examples:
+      cardkit plan run ssc.plan --profile ssc --keys keys/test/ssc.toml --allow-test-keys --out /tmp/p1
+      cardkit --reader "Virtual PCD 00 00" plan run people.plan --profile ssc --keys pkcs11:token=bureau \\
+          --ledger postgresql://bureau@db/ledger --station line-2
+    """
+    from cardkit.cli.batch import _check_batch_id, _default_station, _finish, _ledger, _pseudonymizer
+    from cardkit.issuance.planstore import PlanReader, read_header
+    from cardkit.readers import cardkit_home
+
+    opts: Options = ctx.obj
+    header = read_header(plan_file)
+    profile = _profile(profile_name, algorithm or header.algorithm)
+    batch_id = _check_batch_id(batch_id or f"{re.sub(r'[^A-Za-z0-9_.-]', '_', plan_file.stem)[:80]}-"
+                                           f"{header.plan_id[:8]}")
+    station = station or _default_station()
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", station):
+        raise click.BadParameter("a station name is 1-100 letters, digits, '_', '.', ':', '-'", param_hint="--station")
+    out = out or cardkit_home() / "plans" / batch_id
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    url = ledger_url or f"sqlite:///{out.resolve()}/ledger.db"
+    with contextlib.ExitStack() as stack:
+        keystore = _keystore(keys, allow_test_keys, stack)
+        reader = stack.enter_context(PlanReader.open(plan_file, profile=profile,
+                                                     unlock=_unlock(keystore, kek, allow_test_keys, stack)))
+        ledger = stack.enter_context(_ledger(url))
+        created = _load(ledger, reader, _pseudonymizer(ledger, pseudonym_key), batch_id, profile, max_remakes)
+        click.echo(f"plan {header.plan_id}: {header.records} records {'loaded into' if created else 'continuing in'} "
+                   f"batch {batch_id} ({_safe(url)}); output in {out}", err=True)
+        slot = _slot(opts, profile, keystore, feeder or cardkit_home() / "feeder", stack)
+        from cardkit.batch.journal import Journal
+        from cardkit.batch.runner import ImageStore
+
+        journal = stack.enter_context(Journal(out / "journal.jsonl"))
+        loop = _Loop(reader, profile, keystore, ledger, journal, slot, ImageStore(out / "cards"), batch_id, station,
+                     max_remakes)
+        result = loop.run(count, stop_after_failures)
+    pending = result.status.get("pending", 0)
+    interrupted = result.stopped == "interrupted"
+    if interrupted or (count and pending and not result.stopped):
+        why = "interrupted" if interrupted else f"stopped after --count {count}"
+        click.echo(f"{why}: {pending} record(s) pending; run the same 'cardkit plan run' again to go on "
+                   "(half-written cards are then spoiled and their records remade)", err=True)
+        result.stopped = None  # (batch's own hint would name 'batch resume', which cannot run a plan)
+    _finish(ctx, result, url, batch_id, out, out / "journal.jsonl")
+    if interrupted:
+        ctx.exit(130)
+
+
+def _safe(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def _load(ledger: Ledger, reader: PlanReader, pz: Any, batch_id: str, profile: Profile, max_remakes: int) -> bool:
+    """Load the plan as a batch (all or nothing; the plan is authenticated as it loads) — or, if it is loaded
+    already, authenticate it. Returns True when the batch was created now."""
+    from cardkit.batch.ledger_model import BatchConflictError, UnknownBatchError
+
+    digest = reader.header.records_sha256
+    try:
+        info = ledger.batch(batch_id)
+    except UnknownBatchError:
+        info = None
+    if info is not None:
+        if info.source_digest != digest or info.profile != profile.name:
+            raise BatchConflictError(f"batch {batch_id!r} exists already for another plan or profile; choose "
+                                     "another --batch-id")
+        reader.verify()
+        return False
+    pseudonyms: dict[str, str] = {}
+
+    def rows() -> Iterator[tuple[int, dict[str, str]]]:
+        for seq, line, prepared in reader.records():
+            pseudonyms[str(seq)] = pz.of(prepared.identity)
+            yield line, {"plan_seq": str(seq)}
+
+    options = {"kind": "plan", "plan_id": reader.header.plan_id, "plan_file": reader.path.name,
+               "source": reader.header.source_name, "profile_path": profile.source, "algorithm": profile.algorithm,
+               "max_remakes": max_remakes, "on_bad_record": "stop"}
+    ledger.create_batch(batch_id, profile.name, digest, rows(), identity_of=lambda f: pseudonyms.pop(f["plan_seq"]),
+                        options=options)
+    return True
+
+
+def _slot(opts: Options, profile: Profile, keystore: Keystore, feeder: Path, stack: contextlib.ExitStack) -> CardSlot:
+    from cardkit.batch.runner import PcscSlot, TraceSink, VirtualSlot, make_feeder
+
+    trace = None
+    if opts is not None and opts.trace:
+        fh = stack.enter_context(os.fdopen(os.open(opts.trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a",
+                                           encoding="utf-8"))
+        trace = TraceSink(fh)
+    spec = (opts.reader if opts is not None else None) or "virtual"
+    if spec == "virtual":
+        return VirtualSlot("virtual-0", make_feeder(profile, keystore, feeder), trace=trace)
+    if spec.startswith(("virtual:", "replay:")):
+        raise click.UsageError(f"plan run writes many cards: use --reader virtual (fresh blank virtual cards) or a "
+                               f"PC/SC reader, not {spec.split(':')[0]}:FILE")
+    from cardkit.transport.pcsc import find_reader
+
+    def notify(reader: str, text: str) -> None:
+        click.echo(f"{reader}: {text}", err=True)
+
+    return PcscSlot(find_reader(spec), notify=notify, trace=trace)
+
+
+def _reason(stage: str, exc: BaseException) -> str:
+    text = f"{stage}: {type(exc).__name__}: {str(exc).strip() or type(exc).__name__}".replace("\n", " ")
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+class _Loop:
+    """One reader, one card at a time, with the ledger's transitions (claim → started → written → verified, or
+    failed: remade or rejected) and the journal events of :mod:`cardkit.batch.runner`."""
+
+    def __init__(self, reader: PlanReader, profile: Profile, keystore: Keystore, ledger: Ledger, journal: Journal,
+                 slot: CardSlot, images: ImageStore, batch_id: str, station: str, max_remakes: int) -> None:
+        from cardkit.batch.runner import RunResult
+
+        self.reader, self.profile, self.keystore, self.ledger, self.journal = reader, profile, keystore, ledger, journal
+        self.slot, self.images, self.batch_id, self.station = slot, images, batch_id, station
+        self.max_remakes = max_remakes
+        self.result: RunResult = RunResult()
+        self.stop = threading.Event()
+
+    def _journal(self, event: str, **facts: Any) -> None:
+        self.journal.append(event, batch=self.batch_id, station=self.station, plan=self.reader.header.plan_id, **facts)
+
+    def run(self, count: int | None, stop_after_failures: int) -> RunResult:
+        t0 = time.monotonic()
+        for r in self.ledger.recover(self.batch_id, stale_after_s=120.0, station=self.station):
+            facts = {"record": r.seq, "line": r.line, "attempt": r.attempt, "previous_state": r.previous_state}
+            if r.spoiled_chip:
+                chip = r.spoiled_chip.hex().upper()
+                self._journal("card.spoiled", chip_serial=chip, reason="unknown state after crash", **facts)
+                self.images.spoil(chip)
+            else:
+                self._journal("claim.recovered", **facts)
+            self.result.recovered.append(r)
+        self.images.reconcile(self.ledger)
+        self._journal("station.started", readers=[self.slot.name])
+        session: CardSession | None = None
+        serial, done = b"", 0
+        try:
+            while not (count and done >= count) and self.ledger.status(self.batch_id)["pending"]:
+                if session is None:
+                    session = self.slot.next_card(self.stop)
+                    if session is None:
+                        break
+                    serial = self._usable(session)
+                    if not serial:
+                        self.slot.release(session, self.stop, used=False)
+                        session = None
+                        continue
+                claim = self.ledger.claim(self.batch_id, self.station, self.slot.name)
+                if claim is None:
+                    break
+                done += 1
+                self._issue(session, serial, claim)
+                self.slot.release(session, self.stop, used=True)
+                session = None
+                if stop_after_failures and self.result.failed >= stop_after_failures:
+                    self.result.stopped = f"{self.result.failed} failed cards (--stop-after-failures)"
+                    break
+        except KeyboardInterrupt:
+            self.result.stopped = "interrupted"
+            self.stop.set()
+        finally:
+            if session is not None:
+                self.slot.release(session, self.stop, used=False)
+        info = self.ledger.batch(self.batch_id)
+        self.result.batch_state, self.result.status = info.state, self.ledger.status(self.batch_id)
+        self.result.elapsed_s = time.monotonic() - t0
+        self._journal("station.stopped", state=info.state, verified=self.result.verified, failed=self.result.failed,
+                      rejected=self.result.rejected, why=self.result.stopped or "done")
+        return self.result
+
+    def _usable(self, session: CardSession) -> bytes:
+        """The chip serial of a card that may be written; b"" for one that must not be."""
+        from cardkit.issuance.engine import chip_serial
+
+        try:
+            serial = chip_serial(session.atr)
+        except CardkitError as exc:
+            self._journal("card.refused", reader=self.slot.name, reason=_reason("card", exc))
+            return b""
+        if self.slot.kind != "virtual" and (self.ledger.manifest(serial) is not None or any(
+                c.chip_serial == serial for c in self.ledger.cards(self.batch_id, state="spoiled"))):
+            self._journal("card.refused", reader=self.slot.name, chip_serial=serial.hex().upper(),
+                          reason="this card was issued or spoiled already; use a blank card")
+            click.echo(f"{self.slot.name}: card {serial.hex().upper()} was issued or spoiled already: remove it",
+                       err=True)
+            return b""
+        return serial
+
+    def _issue(self, session: CardSession, serial: bytes, claim: Any) -> None:
+        from cardkit.batch.ledger_model import ChipInUseError, LedgerError
+        from cardkit.issuance.engine import personalize, verify
+        from cardkit.issuance.planstore import PlanError
+
+        chip = serial.hex().upper()
+        base = {"record": claim.seq, "line": claim.line, "attempt": claim.attempt, "reader": self.slot.name,
+                "pseudonym": claim.identity}
+        if "plan_seq" not in claim.fields:
+            raise PlanError(f"batch {self.batch_id!r} was not loaded from a plan: use 'cardkit batch resume'")
+        _line, prepared = self.reader.get(int(claim.fields["plan_seq"]))
+        try:
+            self.ledger.card_started(claim, serial)
+        except ChipInUseError as exc:
+            outcome = self.ledger.card_failed(claim, None, _reason("start", exc), max_remakes=self.max_remakes)
+            self._journal("card.refused", chip_serial=chip, reason=_reason("start", exc), outcome=outcome, **base)
+            return
+        self._journal("card.started", chip_serial=chip, **base)
+        stage, card = "personalize", getattr(self.slot, "card", None)
+        try:
+            written = personalize(session, self.profile, prepared, self.keystore)
+            self.ledger.card_written(claim, serial)
+            self._journal("card.written", chip_serial=chip, apdus=session.apdu_count, **base)
+            stage = "verify"
+            manifest = verify(session, self.profile, prepared, self.keystore, written)
+            manifest.update(station=self.station, reader=self.slot.name, batch=self.batch_id, record=claim.seq,
+                            plan=self.reader.header.plan_id)
+            if card is not None:
+                self.images.stage(card, chip)
+            stage = "book"
+            self.ledger.card_verified(claim, serial, manifest)
+        except LedgerError:
+            raise
+        except CardkitError as exc:
+            reason = _reason(stage, exc)
+            outcome = self.ledger.card_failed(claim, serial, reason, max_remakes=self.max_remakes)
+            self._journal("card.failed", chip_serial=chip, reason=reason, outcome=outcome, **base)
+            self.images.spoil(chip, card)
+            self.result.failed += 1
+            self.result.rejected += outcome == "rejected"
+            click.echo(f"{self.slot.name}: record {claim.seq} (line {claim.line}) on card {chip} failed: {reason} "
+                       f"({outcome})", err=True)
+            if isinstance(exc, KeystoreError | ProfileError):
+                raise  # configuration, not the card: every card would fail the same way
+            return
+        self.images.commit(chip)
+        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        self._journal("card.verified", chip_serial=chip, manifest_sha256=digest,
+                      files=len(manifest.get("files", {})), **base)
+        self.result.verified += 1
