@@ -436,6 +436,9 @@ def resume(ctx: click.Context, /, batch_id: str, ledger_url: str, profile_name: 
         info = ledger.batch(batch_id)
         path = _ledger_dir(ledger)
     saved = info.options
+    if saved.get("kind") == "plan":
+        raise click.UsageError(f"batch {batch_id!r} was loaded from a stored plan: continue it with "
+                               f"`cardkit plan run {saved.get('plan_file', 'PLAN')} ...`")
     profile = _profile(profile_name or str(saved.get("profile_path") or info.profile),
                        algorithm or saved.get("algorithm"))
     if profile.name != info.profile:
