@@ -23,14 +23,14 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "apdu": ("cardkit.cli.basic", "apdu", "Send raw APDUs and show the responses."),
     "tlv": ("cardkit.cli.basic", "tlv", "Decode BER-TLV data and print it as a tree."),
     "demo": ("cardkit.cli.basic", "demo", "Issue and verify sample cards on virtual cards (TEST keys)."),
-    # issuance (one card) — cardkit/cli/issue.py
+    # issuance (one card) — cardkit/cli/issue.py, cardkit/cli/issue_ops.py (pin, card, ssc)
     "layout": ("cardkit.cli.issue", "layout", "Validate a profile or show its file tree, rules and record schema."),
     "personalize": ("cardkit.cli.issue", "personalize", "Personalize one card from a record and verify it."),
     "verify": ("cardkit.cli.issue", "verify", "Read a card back and compare it with a profile and record."),
     "dump": ("cardkit.cli.issue", "dump", "Decode every file of a card with the profile's field names."),
-    "pin": ("cardkit.cli.issue", "pin", "PIN operations: status, change, unblock."),
-    "card": ("cardkit.cli.issue", "card", "Card life cycle: block, unblock, terminate."),
-    "ssc": ("cardkit.cli.issue", "ssc", "Social security card operations (bind-family, ...)."),
+    "pin": ("cardkit.cli.issue_ops", "pin", "PIN operations: status, change, unblock."),
+    "card": ("cardkit.cli.issue_ops", "card", "Card life cycle: block, unblock, terminate."),
+    "ssc": ("cardkit.cli.issue_ops", "ssc", "Social security card operations (bind-family, ...)."),
     "plan": ("cardkit.cli.plan", "plan", "Prepare personalization plans in bulk (encrypted); run them later."),
     # batches — cardkit/cli/batch.py
     "batch": ("cardkit.cli.batch", "batch", "Issuance batches: validate, run, status, report, resume, cancel."),
