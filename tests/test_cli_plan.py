@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import shutil
@@ -239,10 +240,10 @@ def test_a_run_cut_short_is_taken_up_again(tmp_path: Path) -> None:
 
 
 def test_a_card_pulled_mid_write_is_spoiled_and_its_record_remade(tmp_path: Path) -> None:
-    from cardkit.batch.journal import Journal, verify_journal
+    from cardkit.batch.journal import verify_journal
     from cardkit.batch.pseudonym import Pseudonymizer
-    from cardkit.batch.runner import ImageStore, VirtualSlot, make_feeder
-    from cardkit.cli.plan import _load, _Loop
+    from cardkit.batch.runner import BatchRunner, RunConfig, VirtualSlot, make_feeder
+    from cardkit.cli.plan import _load, plan_records
     from cardkit.issuance.planstore import PassphraseProtection, PlanReader
     from cardkit.keys.store import TestKeyFile
     from cardkit.profiles.model import load_profile
@@ -260,16 +261,85 @@ def test_a_card_pulled_mid_write_is_spoiled_and_its_record_remade(tmp_path: Path
             remove_at(card, 12, seed=1)  # the first card is pulled at its 12th APDU
 
     slot = VirtualSlot("virtual-0", make_feeder(profile, keys, tmp_path / "feeder"), on_card=on_card)
-    with PlanReader.open(plan, PassphraseProtection(PASS), profile=profile) as reader, \
-            Ledger.open(f"sqlite:///{tmp_path}/l.db") as ledger, Journal(tmp_path / "j.jsonl") as journal:
-        assert _load(ledger, reader, Pseudonymizer(b"k" * 32), "B", profile, 2)
-        result = _Loop(reader, profile, keys, ledger, journal, slot, ImageStore(tmp_path / "cards"), "B", "t1",
-                       2).run(None, 0)
+    url, out = f"sqlite:///{tmp_path}/l.db", tmp_path / "out"
+    with PlanReader.open(plan, PassphraseProtection(PASS), profile=profile) as reader:
+        with Ledger.open(url) as ledger:
+            assert _load(ledger, reader, Pseudonymizer(b"k" * 32), "B", profile, 2)
+        cfg = RunConfig(url, "B", "t1", out, facts={"plan": reader.header.plan_id})
+        result = BatchRunner(cfg, profile, keys, [slot], prepare=plan_records(reader, "B")).run()
+    with Ledger.open(url) as ledger:
         cards = ledger.cards("B")
     assert (result.verified, result.failed, result.rejected) == (2, 1, 0)
-    assert sorted(c.state for c in cards) == ["spoiled", "verified", "verified"] and len(handed) == 3
-    assert len(list((tmp_path / "cards" / "spoiled").glob("*.json"))) == 1
-    assert verify_journal(tmp_path / "j.jsonl").ok
+    assert sorted(c.state for c in cards) == ["spoiled", "verified", "verified"]
+    # the runner takes a card before it claims a record: a last blank card may be handed and left unwritten
+    assert [c.serial for c in handed[:3]] == sorted(c.chip_serial for c in cards) and len(handed) <= 4
+    assert len(list((out / "cards" / "spoiled").glob("*.json"))) == 1
+    assert verify_journal(out / "journal.jsonl").ok
+    plan_id = reader.header.plan_id
+    lines = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    assert all(e["plan"] == plan_id for e in lines if e["event"].startswith(("card.", "station.")))
+    assert all(c.manifest is not None and c.manifest["plan"] == plan_id for c in cards if c.state == "verified")
+
+
+def test_a_batch_not_loaded_from_a_plan_is_refused_by_the_plan_reader(tmp_path: Path) -> None:
+    from cardkit.batch.ledger_model import Claim
+    from cardkit.cli.plan import plan_records
+    from cardkit.issuance.planstore import PassphraseProtection, PlanError, PlanReader
+    from cardkit.profiles.model import load_profile
+
+    src, _ = source(tmp_path, 1)
+    plan = tmp_path / "p.plan"
+    assert code(invoke("plan", "prepare", src, "--profile", "ssc", "--out", plan)) == 0
+    with PlanReader.open(plan, PassphraseProtection(PASS), profile=load_profile(ROOT / "applets/ssc")) as reader:
+        reader.verify()
+        get = plan_records(reader, "B")
+        claim = Claim("B", 1, 2, 1, "t1", "virtual-0", "p", {"citizen_id": "x"}, claimed_at=0.0)
+        with pytest.raises(PlanError, match="was not loaded from a plan"):
+            get(claim)
+        assert get(dataclasses.replace(claim, fields={"plan_seq": "1"})).identity
+        with pytest.raises(PlanError, match="has no record 2"):
+            get(dataclasses.replace(claim, fields={"plan_seq": "2"}))
+
+
+def test_plan_run_on_four_virtual_readers_with_count_and_resume(tmp_path: Path) -> None:
+    src, rows = source(tmp_path, 12)
+    plan, out = tmp_path / "p.plan", tmp_path / "out"
+    assert code(invoke("plan", "prepare", src, "--profile", "ssc", "--out", plan)) == 0
+    url = f"sqlite:///{out}/ledger.db"
+    # a run cut short by --count on 4 readers: exactly 5 cards, no more (the readers race for the last claims)
+    first = invoke(*run_args(plan, out, "--readers", "virtual:4", "--count", "5"))
+    assert code(first) == 0, text(first)
+    assert "4 reader(s)" in first.output and "7 record(s) pending" in first.output
+    assert "run the same `cardkit plan run` again" in first.output
+    with Ledger.open(url) as ledger:
+        (info,) = ledger.batches()
+        assert ledger.status(info.id)["done"] == 5 and len(ledger.cards(info.id)) == 5
+    # resume: the rest, on all four readers
+    second = invoke("--json", *run_args(plan, out, "--readers", "virtual:4"))
+    assert code(second) == 0, text(second)
+    doc = json.loads(second.stdout[second.stdout.index("{"):])
+    assert doc["reconciliation"]["reconciles"] is True
+    assert doc["records"]["done"] == 12 and doc["records"]["rejected"] == 0
+    with Ledger.open(url) as ledger:
+        cards = ledger.cards(info.id)
+        records = list(ledger.records(info.id))
+        assert ledger.batch(info.id).state == "finished"
+    assert len(cards) == 12 and {c.state for c in cards} == {"verified"}
+    assert {c.seq for c in cards} == {r.seq for r in records}  # every record exactly once
+    assert {c.reader for c in cards} == {f"virtual-{i}" for i in range(4)}  # the readers ran in parallel
+    assert {p.stem for p in (out / "cards").glob("*.json")} == {c.chip_serial.hex().upper() for c in cards}
+    # a third run issues nothing
+    third = invoke(*run_args(plan, out, "--readers", "virtual:4"))
+    assert code(third) == 0 and "Reconciles      YES" in third.output
+    with Ledger.open(url) as ledger:
+        assert len(ledger.cards(info.id)) == 12
+    assert len(list((out / "cards").glob("*.json"))) == 12
+    journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "card.verified" for e in journal) == 12
+    for res in (first, second, third):
+        no_personal_data(text(res), rows)
+    bad = invoke(*run_args(plan, out, "--readers", "virtual:0"))
+    assert code(bad) == 2 and "virtual:N takes N = 1..256" in text(bad)
 
 
 # ------------------------------------------------------------------------------------------- PC/SC

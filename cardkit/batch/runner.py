@@ -1,28 +1,27 @@
 """Run a loaded batch on parallel readers: one worker thread per reader, exactly once per record.
 
 Each worker repeats: take a card (a fresh virtual card from a :class:`~cardkit.virtual.image.CardFeeder`, or
-wait for a card in a PC/SC reader) → claim the next pending record → prepare it → note the card in the
-ledger (``card_started``, before anything is written, so a crash spoils it by serial) → personalize →
-``card_written`` → read back and verify → keep the image (virtual cards) → ``card_verified`` with the
-manifest. A card that fails is spoiled and its record requeued as a remake, or rejected past the remake
-limit (``card_failed``). Every event goes to the hash-chained journal, with cardholders as pseudonyms.
+wait for a card in a PC/SC reader) → claim the next pending record → prepare it (by default from the
+record's fields in the ledger; a batch loaded from a stored plan passes ``prepare=`` to read the prepared
+record from the plan) → note the card in the ledger (``card_started``, before anything is written, so a
+crash spoils it by serial) → personalize → ``card_written`` → read back and verify → keep the image
+(virtual cards) → ``card_verified`` with the manifest. A card that fails is spoiled and its record requeued
+as a remake, or rejected past the remake limit (``card_failed``). Every event goes to the hash-chained
+journal, with cardholders as pseudonyms.
 
 At start-up a station takes back everything it held when it last stopped (``Ledger.recover`` with its own
 name: half-written cards are spoiled, their records requeued), finishes the bookkeeping a crash may have
 cut short (image renames, journal lines) and only then starts its readers. While waiting for work it takes
 back the claims of other stations whose heartbeat went stale, so survivors finish a batch a dead station
-left. A station stops when the batch is finished or cancelled, on :meth:`BatchRunner.stop`, or after
-``stop_after_failures`` failed cards.
+left. A station stops when the batch is finished or cancelled, on :meth:`BatchRunner.stop`, after
+``stop_after_failures`` failed cards, or once it has claimed ``max_cards`` records.
 
-Virtual card images go to ``<out>/cards/``: written as ``.pending-<serial>.json`` before the card is marked
-verified and renamed to ``<serial>.json`` after, so ``cards/*.json`` are exactly the verified cards; images
-of spoiled cards go to ``cards/spoiled/``.
+Readers and card images are in :mod:`cardkit.batch.slots` (names re-exported here).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -30,11 +29,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, Final
 
+from cardkit.batch.journal import RESERVED as JOURNAL_RESERVED
 from cardkit.batch.journal import Journal, JournalError, verify_journal
 from cardkit.batch.ledger import Ledger
 from cardkit.batch.ledger_model import (
@@ -45,23 +45,32 @@ from cardkit.batch.ledger_model import (
     RecordStateError,
     Recovered,
 )
-from cardkit.errors import CardkitError, KeystoreError, ProfileError, TransportError
+from cardkit.batch.slots import CardSlot, ImageStore, PcscSlot, TraceSink, VirtualSlot, make_feeder
+from cardkit.errors import CardkitError, KeystoreError, ProfileError
 from cardkit.issuance.engine import chip_serial, personalize, verify
-from cardkit.issuance.prepare import RecordProblems, prepare
-from cardkit.keys.store import Keystore, alg_of
+from cardkit.issuance.prepare import PreparedRecord, RecordProblems, prepare
+from cardkit.keys.store import Keystore
 from cardkit.profiles.model import Profile
 from cardkit.session import CardSession
 
 if TYPE_CHECKING:
     from cardkit.virtual.card import VirtualCard
-    from cardkit.virtual.image import CardFeeder
 
-__all__ = ["BatchRunner", "CardSlot", "ImageStore", "PcscSlot", "RunConfig", "RunEvent", "RunResult",
-           "StationBusyError", "TraceSink", "VirtualSlot", "make_feeder"]
+__all__ = ["BatchRunner", "CardSlot", "ImageStore", "PcscSlot", "PrepareRecord", "RunConfig", "RunEvent",
+           "RunResult", "StationBusyError", "TraceSink", "VirtualSlot", "make_feeder"]
 
 log = logging.getLogger(__name__)
 
 _REASON_MAX: Final = 300
+#: Journal and manifest keys the runner writes itself; ``RunConfig.facts`` may not replace them.
+_RESERVED_FACTS: Final = frozenset({
+    "batch", "station", "record", "line", "attempt", "reader", "pseudonym", "chip_serial", "reason", "outcome",
+    "apdus", "manifest_sha256", "files", "held_by", "held_reader", "previous_state", "readers", "pid", "state",
+    "verified", "failed", "rejected", "why", "late", "apdus_personalize", "apdus_verify"}) | JOURNAL_RESERVED
+
+#: Turns a claimed record into the data to write. May raise :class:`~cardkit.issuance.prepare.RecordProblems`
+#: (the record is rejected); any other error stops the station (the claim is taken back on the next run).
+PrepareRecord = Callable[[Claim], PreparedRecord]
 
 
 class StationBusyError(BatchStateError):
@@ -84,6 +93,19 @@ class RunConfig:
     stale_after_s: float = 120.0
     poll_s: float = 0.25
     journal: Path | None = None
+    #: Claim at most this many records in this run, then stop (0: no limit). Remakes count: one claim, one card.
+    max_cards: int = 0
+    #: Extra facts written into every journal line and every card manifest of the run (a plan run: its plan id).
+    facts: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_cards < 0:
+            raise ValueError(f"max_cards must be 0 (no limit) or positive, not {self.max_cards}")
+        if self.on_bad_record not in ("stop", "skip"):
+            raise ValueError(f"on_bad_record must be 'stop' or 'skip', not {self.on_bad_record!r}")
+        clash = set(self.facts) & _RESERVED_FACTS
+        if clash:
+            raise ValueError(f"facts must not replace the runner's own: {', '.join(sorted(clash))}")
 
     @property
     def journal_path(self) -> Path:
@@ -111,180 +133,11 @@ class RunResult:
     recovered: list[Recovered] = field(default_factory=list)
     #: Why the station stopped before the batch was finished (None: finished or cancelled).
     stopped: str | None = None
+    #: The station stopped because it had claimed ``RunConfig.max_cards`` records.
+    max_cards_reached: bool = False
     batch_state: str = ""
     status: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
-
-
-# ------------------------------------------------------------------------------------------- images
-class ImageStore:
-    """Card images of a run (see the module docstring). Images hold the card keys: files are 0600."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-        self.spoiled_dir = directory / "spoiled"
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.spoiled_dir.mkdir(exist_ok=True, mode=0o700)
-
-    def _pending(self, serial: str) -> Path:
-        return self.dir / f".pending-{serial}.json"
-
-    def stage(self, card: VirtualCard, serial: str) -> None:
-        card.options = dataclasses.replace(card.options, apdu_latency_s=0.0)  # no latency when inspected
-        card.save(self._pending(serial))
-
-    def commit(self, serial: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(self._pending(serial), self.dir / f"{serial}.json")
-
-    def spoil(self, serial: str, card: VirtualCard | None = None) -> None:
-        target = self.spoiled_dir / f"{serial}.json"
-        if self._pending(serial).exists():
-            os.replace(self._pending(serial), target)
-        elif card is not None:
-            card.options = dataclasses.replace(card.options, apdu_latency_s=0.0)
-            card.save(target)
-
-    def reconcile(self, ledger: Ledger) -> int:
-        """Finish renames a crash cut short: pending images of verified cards are committed, others spoiled."""
-        n = 0
-        for path in sorted(self.dir.glob(".pending-*.json")):
-            serial = path.name[len(".pending-"):-len(".json")]
-            try:
-                verified = ledger.manifest(bytes.fromhex(serial)) is not None
-            except (ValueError, LedgerError):
-                continue
-            self.commit(serial) if verified else self.spoil(serial)
-            n += 1
-        return n
-
-
-# ------------------------------------------------------------------------------------------- readers
-class TraceSink:
-    """A redacted APDU trace file shared by the readers of a station: one whole line per write, under a lock."""
-
-    def __init__(self, fh: IO[str]) -> None:
-        self._fh = fh
-        self._lock = threading.Lock()
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            return self._fh.write(text)
-
-    def flush(self) -> None:
-        with self._lock:
-            self._fh.flush()
-
-
-def _sink(trace: TraceSink | None) -> IO[str] | None:
-    return cast(IO[str], trace)
-
-
-class CardSlot(Protocol):
-    """One reader of a station. ``next_card`` returns a session on a card to write (None: stop asked);
-    ``release`` is called when the worker is done with that card (``used``: something was written)."""
-
-    name: str
-    kind: str
-
-    def next_card(self, stop: threading.Event) -> CardSession | None: ...
-
-    def release(self, session: CardSession, stop: threading.Event, *, used: bool) -> None: ...
-
-
-class VirtualSlot:
-    """An in-process virtual reader fed with fresh blank cards. ``on_card`` sees every new card (tests arm
-    faults with :mod:`cardkit.virtual.faults`)."""
-
-    kind = "virtual"
-
-    def __init__(self, name: str, feeder: CardFeeder, *, on_card: Callable[[VirtualCard], None] | None = None,
-                 trace: TraceSink | None = None) -> None:
-        self.name = name
-        self.feeder = feeder
-        self.on_card = on_card
-        self.trace = trace
-        self.card: VirtualCard | None = None
-
-    def next_card(self, stop: threading.Event) -> CardSession | None:
-        from cardkit.transport.virtual import VirtualTransport
-        from cardkit.virtual.isoauth import mutual_auth_handler
-
-        if stop.is_set():
-            return None
-        card = self.feeder.next_card()
-        card.mutual_auth_handler = mutual_auth_handler
-        if self.on_card is not None:
-            self.on_card(card)
-        self.card = card
-        return CardSession(VirtualTransport(card, name=self.name), trace=_sink(self.trace))
-
-    def release(self, session: CardSession, stop: threading.Event, *, used: bool) -> None:
-        session.close()
-        self.card = None
-
-
-class PcscSlot:
-    """A PC/SC reader: waits for a card to be inserted, and after each card for its removal."""
-
-    kind = "pcsc"
-
-    def __init__(self, reader: str, *, poll_s: float = 0.25, notify: Callable[[str, str], None] | None = None,
-                 trace: TraceSink | None = None) -> None:
-        self.name = reader
-        self.poll_s = poll_s
-        self.trace = trace
-        self.notify = notify or (lambda reader, text: None)
-        self.card = None
-
-    def next_card(self, stop: threading.Event) -> CardSession | None:
-        from cardkit.transport.pcsc import CardWaitTimeout, PcscTransport, wait_for_card
-
-        self.notify(self.name, "waiting for a blank card")
-        while not stop.is_set():
-            try:
-                wait_for_card(self.name, self.poll_s)
-            except CardWaitTimeout:
-                continue
-            try:
-                return CardSession(PcscTransport(self.name, exclusive=True), trace=_sink(self.trace))
-            except TransportError as exc:  # removed again at once, or another application holds it
-                log.warning("%s: cannot connect to the card (%s); retrying", self.name, exc)
-                stop.wait(self.poll_s)
-        return None
-
-    def release(self, session: CardSession, stop: threading.Event, *, used: bool) -> None:
-        from cardkit.transport.pcsc import RemovalWaitTimeout, wait_for_removal
-
-        with contextlib.suppress(TransportError):
-            session.close()
-        self.notify(self.name, "remove the card")
-        while not stop.is_set():
-            try:
-                wait_for_removal(self.name, self.poll_s)
-                return
-            except RemovalWaitTimeout:
-                continue
-
-
-def make_feeder(profile: Profile, keystore: Keystore, directory: Path, *, latency_s: float = 0.0) -> CardFeeder:
-    """A feeder of blank virtual cards holding the profile's transport key (from the keystore)."""
-    from cardkit.virtual.card import CardOptions
-    from cardkit.virtual.image import CardFeeder
-
-    alg = alg_of(profile.algorithm)
-    options = CardOptions(apdu_latency_s=latency_s)
-    if profile.channel in ("scp03", "scp02"):
-        # GlobalPlatform profiles: blank cards arrive with an issuer security domain holding the transport key
-        # set; the ISO MF key 00 (unused by these profiles) gets the set's ENC key.
-        from cardkit.issuance.gp import GpOptions, gp_keyset
-
-        version = GpOptions.of(profile).transport_key_version or 1
-        keys = gp_keyset(keystore, profile.transport_key, alg, version)
-        return CardFeeder(directory, keys.enc, alg, options=options, gp_keys=keys,
-                          scp=3 if profile.channel == "scp03" else 2)
-    transport = keystore.key(profile.transport_key, alg).value
-    return CardFeeder(directory, transport, alg, options=options)
 
 
 # ------------------------------------------------------------------------------------------- runner
@@ -298,7 +151,10 @@ class BatchRunner:
     """One station running one batch on its readers (see the module docstring)."""
 
     def __init__(self, config: RunConfig, profile: Profile, keystore: Keystore, slots: Sequence[CardSlot], *,
-                 events: Callable[[RunEvent], None] | None = None) -> None:
+                 events: Callable[[RunEvent], None] | None = None, prepare: PrepareRecord | None = None) -> None:
+        """``prepare`` turns a claim into the data to write (default: validate and encode the record's fields
+        from the ledger with the profile and keystore, :func:`cardkit.issuance.prepare.prepare`). It is called
+        from every reader thread at once, so it must be thread-safe."""
         if not slots:
             raise CardkitError("a station needs at least one reader")
         if len({s.name for s in slots}) != len(slots):
@@ -308,6 +164,9 @@ class BatchRunner:
         self.keystore = keystore
         self.slots = list(slots)
         self._events = events or (lambda e: None)
+        self._prepare: PrepareRecord = prepare or self._prepare_fields
+        self._tickets = 0  # claims reserved under max_cards (taken, not given back)
+        self._claimed = 0  # claims made under max_cards
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._stopped: str | None = None
@@ -318,15 +177,48 @@ class BatchRunner:
         self.journal: Journal | None = None
 
     # ------------------------------------------------------------------------------------------ control
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, *, level: int = logging.WARNING) -> None:
         """Ask every reader to stop after its current card."""
         with self._lock:
             if self._stopped is None:
                 self._stopped = reason
         if not self._stop.is_set():
-            log.warning("station %s stopping: %s", self.config.station, reason)
+            log.log(level, "station %s stopping: %s", self.config.station, reason)
             self._emit(RunEvent("stopping", detail=reason))
         self._stop.set()
+
+    def _prepare_fields(self, claim: Claim) -> PreparedRecord:
+        return prepare(self.profile, claim.fields, line=claim.line, keystore=self.keystore)
+
+    def _take_ticket(self) -> bool:
+        """Reserve one claim under ``max_cards``; False when every claim of this run is reserved or made."""
+        limit = self.config.max_cards
+        if not limit:
+            return True
+        with self._lock:
+            if self._tickets >= limit:
+                return False
+            self._tickets += 1
+            return True
+
+    def _return_ticket(self) -> None:
+        if self.config.max_cards:
+            with self._lock:
+                self._tickets -= 1
+
+    def _ticket_used(self) -> None:
+        """A reserved claim was made; the last one ends the run (every other reader has used or given back its
+        reservation, so no claim is lost to the stop)."""
+        limit = self.config.max_cards
+        if not limit:
+            return
+        with self._lock:
+            self._claimed += 1
+            last = self._claimed >= limit
+            if last:
+                self.result.max_cards_reached = True
+        if last:
+            self.stop(f"{limit} record(s) claimed (the limit of this run)", level=logging.INFO)
 
     def _emit(self, event: RunEvent) -> None:
         try:
@@ -336,7 +228,8 @@ class BatchRunner:
 
     def _journal(self, event: str, **facts: Any) -> None:
         assert self.journal is not None
-        self.journal.append(event, batch=self.config.batch_id, station=self.config.station, **facts)
+        self.journal.append(event, batch=self.config.batch_id, station=self.config.station, **self.config.facts,
+                            **facts)
 
     # ------------------------------------------------------------------------------------------ run
     def run(self) -> RunResult:
@@ -465,8 +358,13 @@ class BatchRunner:
     def _work(self, ledger: Ledger, slot: CardSlot) -> None:
         session: CardSession | None = None
         serial = b""
+        ticket = False
         try:
             while not self._stop.is_set():
+                if not ticket:  # before taking a card: a PC/SC reader must not ask for a card it will not write
+                    if not self._take_ticket():
+                        return
+                    ticket = True
                 if session is None:
                     self._emit(RunEvent("state", slot.name, "taking a card"))
                     session = slot.next_card(self._stop)
@@ -481,10 +379,14 @@ class BatchRunner:
                 claim = self._next_claim(ledger, slot)
                 if claim is None:
                     return
+                ticket = False
+                self._ticket_used()
                 if self._issue(ledger, slot, session, serial, claim):
                     slot.release(session, self._stop, used=True)
                     session = None
         finally:
+            if ticket:
+                self._return_ticket()
             if session is not None:
                 slot.release(session, self._stop, used=False)
 
@@ -533,7 +435,7 @@ class BatchRunner:
         base = {"record": claim.seq, "line": claim.line, "attempt": claim.attempt, "reader": slot.name,
                 "pseudonym": claim.identity}
         try:
-            prepared = prepare(self.profile, claim.fields, line=claim.line, keystore=self.keystore)
+            prepared = self._prepare(claim)
         except RecordProblems as exc:
             reason = f"invalid record: {exc}"
             ledger.reject_record(cfg.batch_id, claim.seq, reason)
@@ -563,6 +465,8 @@ class BatchRunner:
             manifest = verify(session, self.profile, prepared, self.keystore, result)
             manifest.update(station=cfg.station, reader=slot.name, batch=cfg.batch_id, record=claim.seq,
                             apdus_personalize=written_apdus, apdus_verify=session.apdu_count - written_apdus)
+            for key, value in cfg.facts.items():
+                manifest.setdefault(key, value)
             if card is not None:
                 self.images.stage(card, chip)
             stage = "book"

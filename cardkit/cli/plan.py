@@ -1,13 +1,13 @@
 """``cardkit plan`` (prepare, show, run): personalization plans prepared in bulk, sensitive parts encrypted.
 
-``prepare`` validates a whole source file like ``batch validate`` (every problem reported, nothing written if
-there is one), prepares every record and writes an encrypted plan (:mod:`cardkit.issuance.planstore`).
-``run`` loads the plan into a batch ledger (batch id from the plan) and personalizes its records one card at a
-time on one reader — the virtual card feeder by default, else the PC/SC reader named with the global
-``--reader`` — with the ledger's exactly-once bookkeeping: running the same command again continues, cards
-left half-written by an interruption are spoiled and their records remade. ``batch status`` / ``batch report``
-work on the plan's batch; ``batch resume`` does not (it prepares records from source fields, which a plan
-batch does not keep — use ``plan run``).
+``prepare`` validates a whole source file like ``batch validate`` (every problem reported, nothing written if there
+is one), prepares every record and writes an encrypted plan (:mod:`cardkit.issuance.planstore`). ``run`` loads the
+plan into a batch ledger (batch id from the plan; each ledger record holds only the plan's sequence number) and
+runs the batch runner on parallel readers (``--readers`` as for ``batch run``; default: the PC/SC reader of the
+global ``--reader``, else virtual readers), each card's data read from the plan, with the ledger's exactly-once
+bookkeeping: running the same command again continues, cards left half-written by an interruption are spoiled
+and their records remade. ``batch status`` / ``batch report`` work on the plan's batch; ``batch resume`` does not
+(it prepares records from source fields, which a plan batch does not keep — use ``plan run``).
 
 The plan passphrase comes from ``CARDKIT_PLAN_PASSPHRASE`` or a hidden prompt, never from the command line.
 """
@@ -15,30 +15,42 @@ The plan passphrase comes from ``CARDKIT_PLAN_PASSPHRASE`` or a hidden prompt, n
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import click
 
+from cardkit.cli.batch_common import (
+    DEFAULT_VIRTUAL_READERS,
+    check_batch_id,
+    check_station,
+    open_keystore_option,
+    open_ledger,
+    pseudonymizer,
+    run_station,
+    safe_url,
+    station_options,
+    user_errors,
+)
 from cardkit.cli.main import Options
-from cardkit.errors import CardkitError, KeystoreError, ProfileError, RecordError
+from cardkit.errors import KeystoreError, RecordError
 
 if TYPE_CHECKING:
-    from cardkit.batch.journal import Journal
     from cardkit.batch.ledger import Ledger
-    from cardkit.batch.runner import CardSlot, ImageStore, RunResult
+    from cardkit.batch.ledger_model import Claim
+    from cardkit.batch.runner import PrepareRecord
     from cardkit.issuance.planstore import PlanHeader, PlanProtection, PlanReader
+    from cardkit.issuance.prepare import PreparedRecord
     from cardkit.keys.store import KeyCustody, Keystore
     from cardkit.profiles.model import Profile
-    from cardkit.session import CardSession
 
+#: The one field a plan batch keeps per record in the ledger: the record's sequence number in the plan.
+PLAN_SEQ_FIELD: Final = "plan_seq"
 _ALGS = click.Choice(["sm4", "3des", "aes"])
 
 
@@ -90,8 +102,6 @@ def _kek(kek: str, keystore: Keystore | None, allow_test_keys: bool, stack: cont
 
 
 def _keystore(keys: str | None, allow_test_keys: bool, stack: contextlib.ExitStack) -> Keystore:
-    from cardkit.cli.batch import open_keystore_option
-
     store = open_keystore_option(keys, allow_test_keys)
     close = getattr(store, "close", None)
     if close is not None:
@@ -203,13 +213,12 @@ def prepare(opts: Options, file: Path, profile_name: str, algorithm: str | None,
     """
     from cardkit.batch.sources import source_digest
     from cardkit.batch.validate import BadBatchError, BatchValidator, prepare_file
-    from cardkit.cli.batch import _user_errors
     from cardkit.issuance.planstore import write_plan
 
     profile = _profile(profile_name, algorithm)
     if out.exists():
         raise click.UsageError(f"--out {out} exists: a plan is never overwritten")
-    with _user_errors():
+    with user_errors():
         digest = source_digest(file)
         validator = BatchValidator(profile, encoding=encoding, fmt=fmt, jobs=jobs)
         for problem in validator.problems(file):
@@ -232,7 +241,7 @@ def prepare(opts: Options, file: Path, profile_name: str, algorithm: str | None,
                 raise RecordError(f"{file.name} changed while the plan was prepared; no plan was written")
 
         t0 = time.perf_counter()
-        with _user_errors():
+        with user_errors():
             header = write_plan(out, profile, records(), protection, source_name=file.name, source_sha256=digest)
         elapsed = time.perf_counter() - t0
     if opts.json:
@@ -288,80 +297,88 @@ def show(opts: Options, plan_file: Path, check: bool, keys: str | None, allow_te
               "plan was prepared with: same file content).")
 @click.option("--algorithm", type=_ALGS, help="Card key algorithm (default: the plan's).")
 @_key_options
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Output directory: ledger, journal, report, card images (default: $CARDKIT_HOME/plans/BATCH_ID).")
+@station_options(keys=False, on_bad_record=False, out_default="$CARDKIT_HOME/plans/BATCH_ID",
+                 readers_default=f"the PC/SC reader of the global --reader, else {DEFAULT_VIRTUAL_READERS} virtual "
+                                 "readers")
 @click.option("--ledger", "ledger_url", metavar="URL", help="sqlite:///PATH or postgresql://… (default: "
               "sqlite:///OUT/ledger.db).")
 @click.option("--batch-id", help="Batch id in the ledger (default: the plan file's name and plan id).")
-@click.option("--station", metavar="NAME", help="This station's name in the ledger (default: host name).")
 @click.option("--pseudonym-key", type=click.Path(dir_okay=False), help="Key file for cardholder pseudonyms.")
-@click.option("--max-remakes", type=click.IntRange(0), default=2, show_default=True,
-              help="Failed cards a record may have before it is rejected.")
-@click.option("--stop-after-failures", type=click.IntRange(0), default=0, show_default=True,
-              help="Stop after this many failed cards (0: never).")
-@click.option("--count", type=click.IntRange(1), help="Personalize at most this many cards in this run.")
-@click.option("--feeder", type=click.Path(file_okay=False, path_type=Path),
-              help="Blank virtual card feeder directory (default $CARDKIT_HOME/feeder).")
+@click.option("--count", type=click.IntRange(1), help="Personalize at most this many cards in this run (remakes "
+              "count), then stop; run again to go on.")
 @click.pass_context
 def run(ctx: click.Context, /, plan_file: Path, profile_name: str, algorithm: str | None, keys: str | None,
-        allow_test_keys: bool, kek: str | None, out: Path | None, ledger_url: str | None, batch_id: str | None,
-        station: str | None, pseudonym_key: str | None, max_remakes: int, stop_after_failures: int,
-        count: int | None, feeder: Path | None) -> None:
-    """Personalize the plan's records, one card at a time, on the reader of the global --reader (default: fresh
-    virtual cards), each written, read back and booked exactly once in the ledger. Run it again to go on after an
-    interruption. Exit 9 if records were rejected, 8 if the plan or the batch does not check.
+        allow_test_keys: bool, kek: str | None, ledger_url: str | None, batch_id: str | None,
+        pseudonym_key: str | None, count: int | None, **run_opts: Any) -> None:
+    """Personalize the plan's records on parallel readers (--readers, as for `cardkit batch run`), each card
+    written, read back and booked exactly once in the ledger. Run it again to go on after an interruption or
+    --count: half-written cards are then spoiled and their records remade. Exit 9 if records were rejected or
+    the station stopped early, 8 if the plan or the batch does not check.
 
     \b
     Examples:
       cardkit plan run ssc.plan --profile ssc --keys keys/test/ssc.toml --allow-test-keys --out /tmp/p1
-      cardkit --reader "Virtual PCD 00 00" plan run people.plan --profile ssc --keys pkcs11:token=bureau \\
+      cardkit plan run ssc.plan --profile ssc --readers virtual:8 --count 100 --keys keys/test/ssc.toml \\
+          --allow-test-keys --out /tmp/p1
+      cardkit plan run people.plan --profile ssc --readers all --keys pkcs11:token=bureau \\
           --ledger postgresql://bureau@db/ledger --station line-2
     """
-    from cardkit.cli.batch import _check_batch_id, _default_station, _finish, _ledger, _pseudonymizer
     from cardkit.issuance.planstore import PlanReader, read_header
     from cardkit.readers import cardkit_home
 
-    opts: Options = ctx.obj
+    opts: Options | None = ctx.obj
     header = read_header(plan_file)
     profile = _profile(profile_name, algorithm or header.algorithm)
-    batch_id = _check_batch_id(batch_id or f"{re.sub(r'[^A-Za-z0-9_.-]', '_', plan_file.stem)[:80]}-"
-                                           f"{header.plan_id[:8]}")
-    station = station or _default_station()
-    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,100}", station):
-        raise click.BadParameter("a station name is 1-100 letters, digits, '_', '.', ':', '-'", param_hint="--station")
-    out = out or cardkit_home() / "plans" / batch_id
+    batch_id = check_batch_id(batch_id or f"{re.sub(r'[^A-Za-z0-9_.-]', '_', plan_file.stem)[:80]}-"
+                                          f"{header.plan_id[:8]}")
+    run_opts["station"] = check_station(run_opts["station"])
+    run_opts["readers"] = _readers(run_opts["readers"], opts.reader if opts is not None else None)
+    out: Path = run_opts.pop("out") or cardkit_home() / "plans" / batch_id
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     url = ledger_url or f"sqlite:///{out.resolve()}/ledger.db"
+    max_remakes: int | None = run_opts.pop("max_remakes")
     with contextlib.ExitStack() as stack:
         keystore = _keystore(keys, allow_test_keys, stack)
         reader = stack.enter_context(PlanReader.open(plan_file, profile=profile,
                                                      unlock=_unlock(keystore, kek, allow_test_keys, stack)))
-        ledger = stack.enter_context(_ledger(url))
-        created = _load(ledger, reader, _pseudonymizer(ledger, pseudonym_key), batch_id, profile, max_remakes)
+        with open_ledger(url) as ledger:
+            created = _load(ledger, reader, pseudonymizer(ledger, pseudonym_key), batch_id, profile,
+                            2 if max_remakes is None else max_remakes)
+            saved = ledger.batch(batch_id).options
+        if max_remakes is None:
+            max_remakes = int(saved.get("max_remakes", 2))
         click.echo(f"plan {header.plan_id}: {header.records} records {'loaded into' if created else 'continuing in'} "
-                   f"batch {batch_id} ({_safe(url)}); output in {out}", err=True)
-        slot = _slot(opts, profile, keystore, feeder or cardkit_home() / "feeder", stack)
-        from cardkit.batch.journal import Journal
-        from cardkit.batch.runner import ImageStore
-
-        journal = stack.enter_context(Journal(out / "journal.jsonl"))
-        loop = _Loop(reader, profile, keystore, ledger, journal, slot, ImageStore(out / "cards"), batch_id, station,
-                     max_remakes)
-        result = loop.run(count, stop_after_failures)
-    pending = result.status.get("pending", 0)
-    interrupted = result.stopped == "interrupted"
-    if interrupted or (count and pending and not result.stopped):
-        why = "interrupted" if interrupted else f"stopped after --count {count}"
-        click.echo(f"{why}: {pending} record(s) pending; run the same 'cardkit plan run' again to go on "
-                   "(half-written cards are then spoiled and their records remade)", err=True)
-        result.stopped = None  # (batch's own hint would name 'batch resume', which cannot run a plan)
-    _finish(ctx, result, url, batch_id, out, out / "journal.jsonl")
-    if interrupted:
-        ctx.exit(130)
+                   f"batch {batch_id} ({safe_url(url)}); output in {out}", err=True)
+        run_station(ctx, profile, keystore, url, batch_id, out, max_remakes=max_remakes, on_bad_record="stop",
+                    prepare=plan_records(reader, batch_id), max_cards=count or 0, facts={"plan": header.plan_id},
+                    again="run the same `cardkit plan run` again to go on", **run_opts)
 
 
-def _safe(url: str) -> str:
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+def plan_records(reader: PlanReader, batch_id: str) -> PrepareRecord:
+    """The runner's ``prepare`` for a batch loaded from a plan: the claimed record's prepared data, read from the
+    plan by its sequence number (authenticated as it is read; thread-safe)."""
+    from cardkit.issuance.planstore import PlanError
+
+    def prepare(claim: Claim) -> PreparedRecord:
+        seq = claim.fields.get(PLAN_SEQ_FIELD, "")
+        if not seq.isdigit():
+            raise PlanError(f"batch {batch_id!r} was not loaded from a plan (record {claim.seq} has no plan "
+                            "sequence number): use 'cardkit batch resume'")
+        return reader.get(int(seq))[1]
+
+    return prepare
+
+
+def _readers(readers: tuple[str, ...], global_reader: str | None) -> tuple[str, ...]:
+    """--readers as given; without it the global --reader (a PC/SC reader; 'virtual': virtual readers), else the
+    default number of virtual readers. A plan never goes to one card image or a replay."""
+    if readers:
+        return readers
+    spec = global_reader or "virtual"
+    if spec.startswith(("virtual:", "replay:")):
+        raise click.UsageError(f"plan run writes many cards: use --readers virtual:N (fresh blank virtual cards) or "
+                               f"PC/SC readers, not --reader {spec.split(':')[0]}:FILE")
+    return (f"virtual:{DEFAULT_VIRTUAL_READERS}",) if spec == "virtual" else (spec,)
 
 
 def _load(ledger: Ledger, reader: PlanReader, pz: Any, batch_id: str, profile: Profile, max_remakes: int) -> bool:
@@ -385,174 +402,11 @@ def _load(ledger: Ledger, reader: PlanReader, pz: Any, batch_id: str, profile: P
     def rows() -> Iterator[tuple[int, dict[str, str]]]:
         for seq, line, prepared in reader.records():
             pseudonyms[str(seq)] = pz.of(prepared.identity)
-            yield line, {"plan_seq": str(seq)}
+            yield line, {PLAN_SEQ_FIELD: str(seq)}
 
     options = {"kind": "plan", "plan_id": reader.header.plan_id, "plan_file": reader.path.name,
                "source": reader.header.source_name, "profile_path": profile.source, "algorithm": profile.algorithm,
                "max_remakes": max_remakes, "on_bad_record": "stop"}
-    ledger.create_batch(batch_id, profile.name, digest, rows(), identity_of=lambda f: pseudonyms.pop(f["plan_seq"]),
+    ledger.create_batch(batch_id, profile.name, digest, rows(), identity_of=lambda f: pseudonyms.pop(f[PLAN_SEQ_FIELD]),
                         options=options)
     return True
-
-
-def _slot(opts: Options, profile: Profile, keystore: Keystore, feeder: Path, stack: contextlib.ExitStack) -> CardSlot:
-    from cardkit.batch.runner import PcscSlot, TraceSink, VirtualSlot, make_feeder
-
-    trace = None
-    if opts is not None and opts.trace:
-        fh = stack.enter_context(os.fdopen(os.open(opts.trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a",
-                                           encoding="utf-8"))
-        trace = TraceSink(fh)
-    spec = (opts.reader if opts is not None else None) or "virtual"
-    if spec == "virtual":
-        return VirtualSlot("virtual-0", make_feeder(profile, keystore, feeder), trace=trace)
-    if spec.startswith(("virtual:", "replay:")):
-        raise click.UsageError(f"plan run writes many cards: use --reader virtual (fresh blank virtual cards) or a "
-                               f"PC/SC reader, not {spec.split(':')[0]}:FILE")
-    from cardkit.transport.pcsc import find_reader
-
-    def notify(reader: str, text: str) -> None:
-        click.echo(f"{reader}: {text}", err=True)
-
-    return PcscSlot(find_reader(spec), notify=notify, trace=trace)
-
-
-def _reason(stage: str, exc: BaseException) -> str:
-    text = f"{stage}: {type(exc).__name__}: {str(exc).strip() or type(exc).__name__}".replace("\n", " ")
-    return text if len(text) <= 300 else text[:299] + "…"
-
-
-class _Loop:
-    """One reader, one card at a time, with the ledger's transitions (claim → started → written → verified, or
-    failed: remade or rejected) and the journal events of :mod:`cardkit.batch.runner`."""
-
-    def __init__(self, reader: PlanReader, profile: Profile, keystore: Keystore, ledger: Ledger, journal: Journal,
-                 slot: CardSlot, images: ImageStore, batch_id: str, station: str, max_remakes: int) -> None:
-        from cardkit.batch.runner import RunResult
-
-        self.reader, self.profile, self.keystore, self.ledger, self.journal = reader, profile, keystore, ledger, journal
-        self.slot, self.images, self.batch_id, self.station = slot, images, batch_id, station
-        self.max_remakes = max_remakes
-        self.result: RunResult = RunResult()
-        self.stop = threading.Event()
-
-    def _journal(self, event: str, **facts: Any) -> None:
-        self.journal.append(event, batch=self.batch_id, station=self.station, plan=self.reader.header.plan_id, **facts)
-
-    def run(self, count: int | None, stop_after_failures: int) -> RunResult:
-        t0 = time.monotonic()
-        for r in self.ledger.recover(self.batch_id, stale_after_s=120.0, station=self.station):
-            facts = {"record": r.seq, "line": r.line, "attempt": r.attempt, "previous_state": r.previous_state}
-            if r.spoiled_chip:
-                chip = r.spoiled_chip.hex().upper()
-                self._journal("card.spoiled", chip_serial=chip, reason="unknown state after crash", **facts)
-                self.images.spoil(chip)
-            else:
-                self._journal("claim.recovered", **facts)
-            self.result.recovered.append(r)
-        self.images.reconcile(self.ledger)
-        self._journal("station.started", readers=[self.slot.name])
-        session: CardSession | None = None
-        serial, done = b"", 0
-        try:
-            while not (count and done >= count) and self.ledger.status(self.batch_id)["pending"]:
-                if session is None:
-                    session = self.slot.next_card(self.stop)
-                    if session is None:
-                        break
-                    serial = self._usable(session)
-                    if not serial:
-                        self.slot.release(session, self.stop, used=False)
-                        session = None
-                        continue
-                claim = self.ledger.claim(self.batch_id, self.station, self.slot.name)
-                if claim is None:
-                    break
-                done += 1
-                self._issue(session, serial, claim)
-                self.slot.release(session, self.stop, used=True)
-                session = None
-                if stop_after_failures and self.result.failed >= stop_after_failures:
-                    self.result.stopped = f"{self.result.failed} failed cards (--stop-after-failures)"
-                    break
-        except KeyboardInterrupt:
-            self.result.stopped = "interrupted"
-            self.stop.set()
-        finally:
-            if session is not None:
-                self.slot.release(session, self.stop, used=False)
-        info = self.ledger.batch(self.batch_id)
-        self.result.batch_state, self.result.status = info.state, self.ledger.status(self.batch_id)
-        self.result.elapsed_s = time.monotonic() - t0
-        self._journal("station.stopped", state=info.state, verified=self.result.verified, failed=self.result.failed,
-                      rejected=self.result.rejected, why=self.result.stopped or "done")
-        return self.result
-
-    def _usable(self, session: CardSession) -> bytes:
-        """The chip serial of a card that may be written; b"" for one that must not be."""
-        from cardkit.issuance.engine import chip_serial
-
-        try:
-            serial = chip_serial(session.atr)
-        except CardkitError as exc:
-            self._journal("card.refused", reader=self.slot.name, reason=_reason("card", exc))
-            return b""
-        if self.slot.kind != "virtual" and (self.ledger.manifest(serial) is not None or any(
-                c.chip_serial == serial for c in self.ledger.cards(self.batch_id, state="spoiled"))):
-            self._journal("card.refused", reader=self.slot.name, chip_serial=serial.hex().upper(),
-                          reason="this card was issued or spoiled already; use a blank card")
-            click.echo(f"{self.slot.name}: card {serial.hex().upper()} was issued or spoiled already: remove it",
-                       err=True)
-            return b""
-        return serial
-
-    def _issue(self, session: CardSession, serial: bytes, claim: Any) -> None:
-        from cardkit.batch.ledger_model import ChipInUseError, LedgerError
-        from cardkit.issuance.engine import personalize, verify
-        from cardkit.issuance.planstore import PlanError
-
-        chip = serial.hex().upper()
-        base = {"record": claim.seq, "line": claim.line, "attempt": claim.attempt, "reader": self.slot.name,
-                "pseudonym": claim.identity}
-        if "plan_seq" not in claim.fields:
-            raise PlanError(f"batch {self.batch_id!r} was not loaded from a plan: use 'cardkit batch resume'")
-        _line, prepared = self.reader.get(int(claim.fields["plan_seq"]))
-        try:
-            self.ledger.card_started(claim, serial)
-        except ChipInUseError as exc:
-            outcome = self.ledger.card_failed(claim, None, _reason("start", exc), max_remakes=self.max_remakes)
-            self._journal("card.refused", chip_serial=chip, reason=_reason("start", exc), outcome=outcome, **base)
-            return
-        self._journal("card.started", chip_serial=chip, **base)
-        stage, card = "personalize", getattr(self.slot, "card", None)
-        try:
-            written = personalize(session, self.profile, prepared, self.keystore)
-            self.ledger.card_written(claim, serial)
-            self._journal("card.written", chip_serial=chip, apdus=session.apdu_count, **base)
-            stage = "verify"
-            manifest = verify(session, self.profile, prepared, self.keystore, written)
-            manifest.update(station=self.station, reader=self.slot.name, batch=self.batch_id, record=claim.seq,
-                            plan=self.reader.header.plan_id)
-            if card is not None:
-                self.images.stage(card, chip)
-            stage = "book"
-            self.ledger.card_verified(claim, serial, manifest)
-        except LedgerError:
-            raise
-        except CardkitError as exc:
-            reason = _reason(stage, exc)
-            outcome = self.ledger.card_failed(claim, serial, reason, max_remakes=self.max_remakes)
-            self._journal("card.failed", chip_serial=chip, reason=reason, outcome=outcome, **base)
-            self.images.spoil(chip, card)
-            self.result.failed += 1
-            self.result.rejected += outcome == "rejected"
-            click.echo(f"{self.slot.name}: record {claim.seq} (line {claim.line}) on card {chip} failed: {reason} "
-                       f"({outcome})", err=True)
-            if isinstance(exc, KeystoreError | ProfileError):
-                raise  # configuration, not the card: every card would fail the same way
-            return
-        self.images.commit(chip)
-        digest = hashlib.sha256(json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-        self._journal("card.verified", chip_serial=chip, manifest_sha256=digest,
-                      files=len(manifest.get("files", {})), **base)
-        self.result.verified += 1

@@ -321,3 +321,76 @@ def test_pcsc_readers_wait_for_cards_and_refuse_an_issued_one(tmp_path: Path, pc
     chips = {c.serial.hex().upper() for c in blank}
     assert {s["chip_serial"] for s in report["record_list"]} == chips and report["cards"]["spoiled"] == 0
     assert verify_journal(out / "journal.jsonl").ok
+
+
+# ------------------------------------------------------------------------------------------------ prepare, limits
+def test_a_given_prepare_is_used_for_every_claim_and_may_reject_a_record(tmp_path: Path) -> None:
+    """What a batch loaded from a stored plan does: the ledger holds a reference, ``prepare`` finds the data."""
+    from cardkit.batch.ledger_model import Claim
+    from cardkit.errors import RecordError
+    from cardkit.issuance.prepare import PreparedRecord, RecordProblems
+
+    rows = list(ssc_people(6, seed=12))
+    store = {str(i): prepare(PROFILE, row, keystore=KEYS) for i, row in enumerate(rows)}
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    with Ledger.open(url) as ledger:
+        ledger.create_batch("B", "ssc", "1" * 64, [(i + 2, {"ref": str(i)}) for i in range(len(rows))],
+                            identity_of=lambda f: PZ.of(rows[int(f["ref"])]["citizen_id"]))
+    asked: list[str] = []
+    lock = threading.Lock()
+
+    def from_store(claim: Claim) -> PreparedRecord:
+        with lock:
+            asked.append(claim.fields["ref"])
+        if claim.fields["ref"] == "4":
+            raise RecordProblems([RecordError("not in the store", line=claim.line)], line=claim.line)
+        return store[claim.fields["ref"]]
+
+    out = tmp_path / "out"
+    runner = BatchRunner(RunConfig(url, "B", "st", out, on_bad_record="skip", facts={"plan": "P-1"}), PROFILE, KEYS,
+                         slots(tmp_path, 3), prepare=from_store)
+    result = runner.run()
+    assert (result.verified, result.rejected, result.failed) == (5, 1, 0)
+    assert sorted(asked) == [str(i) for i in range(6)]  # once per claim, never from the ledger's fields
+    report = invariants(url, out)
+    assert "not in the store" in report["rejected_records"][0]["reason"]
+    with Ledger.open(url) as ledger:
+        cards = ledger.cards("B")
+    assert {c.seq for c in cards} == {1, 2, 3, 4, 6} and all(c.manifest and c.manifest["plan"] == "P-1" for c in cards)
+    for card in cards:  # the card holds the record the reference names
+        assert card.manifest is not None
+        image = load_virtual_card(out / "cards" / f"{card.chip_serial.hex().upper()}.json")
+        verify(CardSession(VirtualTransport(image)), PROFILE, store[str(card.seq - 1)], KEYS, None)
+    lines = [json.loads(x) for x in (out / "journal.jsonl").read_text().splitlines()]
+    assert all(x["plan"] == "P-1" for x in lines)
+
+
+def test_max_cards_claims_exactly_that_many_on_parallel_readers_then_a_run_finishes(tmp_path: Path) -> None:
+    url, rows = load(tmp_path, 20)
+    out = tmp_path / "out"
+    first = run(url, out, slots(tmp_path, 4, latency_s=0.0005), max_cards=7)
+    assert (first.verified, first.failed, first.rejected) == (7, 0, 0)
+    assert first.max_cards_reached and first.stopped is not None and "7 record(s) claimed" in first.stopped
+    assert first.batch_state == "running" and first.status["pending"] == 13
+    invariants(url, out)
+    # a limit counts claims, remakes included: a torn card uses one of the 3
+    second = run(url, out, slots(tmp_path, 1, on_card=_armed({1: ("power", 10)})), max_cards=3)
+    assert (second.verified, second.failed) == (2, 1) and second.max_cards_reached
+    third = run(url, out, slots(tmp_path, 4))
+    assert third.stopped is None and not third.max_cards_reached and third.batch_state == "finished"
+    assert third.verified == 11
+    report = invariants(url, out)
+    assert report["records"]["done"] == 20 and report["cards"]["spoiled"] == 1
+    reverify(out, 4, rows, url)
+    # a limit larger than the batch is no stop
+    url2, _ = load(tmp_path, 2, batch="C", seed=4, url=f"sqlite:///{tmp_path}/l2.db")
+    assert run(url2, tmp_path / "out2", slots(tmp_path, 2), batch="C", max_cards=5).stopped is None
+
+
+def test_run_config_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_cards"):
+        RunConfig("sqlite:///x", "B", "st", tmp_path, max_cards=-1)
+    with pytest.raises(ValueError, match="on_bad_record"):
+        RunConfig("sqlite:///x", "B", "st", tmp_path, on_bad_record="ignore")
+    with pytest.raises(ValueError, match="record, station"):
+        RunConfig("sqlite:///x", "B", "st", tmp_path, facts={"station": "x", "record": "1"})
