@@ -52,7 +52,6 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn
 
 from cardkit.apdu import CommandApdu, ResponseApdu
 from cardkit.crypto import (
@@ -65,7 +64,7 @@ from cardkit.crypto import (
     retail_mac,
     unpad_m2,
 )
-from cardkit.errors import AuthenticationError, PaddingError, SecureChannelError
+from cardkit.errors import AuthenticationError, SecureChannelError
 from cardkit.session import Send
 from cardkit.sm.gp import (
     KDD_LENGTH,
@@ -75,12 +74,19 @@ from cardkit.sm.gp import (
     SecurityLevel,
     check_level,
     clear_sm_cla,
-    has_sm_cla,
     initialize_update_command,
-    is_protected_sw,
     lc_bytes,
     random_bytes,
     sm_cla,
+)
+from cardkit.sm.gpchannel import (
+    GpCardBase,
+    GpChannelBase,
+    GpSession,
+    check_key_version,
+    require_alg,
+    send_external_authenticate,
+    verify_card_cryptogram,
 )
 from cardkit.sw import check
 
@@ -115,8 +121,7 @@ _RESPONSE_LENGTH, _SEQ_LEN, _SEQ_MAX, _CHALLENGE_LEN, _HOST_CHALLENGE_LEN = 28, 
 # GPCS 2.3.1 §E.5.2: EXTERNAL AUTHENTICATE, CLA 84, INS 82.
 _CLA_GP, _INS_EXTERNAL_AUTHENTICATE = 0x80, 0x82
 # ISO 7816-4:2020 §5.6 / GPCS 2.3.1 §E.5 status words used by the card side.
-_SW_OK, _SW_AUTH_FAILED, _SW_WRONG_LENGTH, _SW_SECURITY, _SW_CONDITIONS = 0x9000, 0x6300, 0x6700, 0x6982, 0x6985
-_SW_WRONG_P1P2, _SW_KEY_NOT_FOUND, _SW_SM_UNSUPPORTED, _SW_SM_WRONG = 0x6A86, 0x6A88, 0x6882, 0x6988
+_SW_OK, _SW_SECURITY, _SW_CONDITIONS, _SW_SM_UNSUPPORTED, _SW_SM_WRONG = 0x9000, 0x6982, 0x6985, 0x6882, 0x6988
 # A card that does not open an implicit session answers: SM not supported on the channel, security status not
 # satisfied, or incorrect SM data objects (ISO 7816-4:2020 §5.6).
 _IMPLICIT_REFUSED = frozenset({_SW_SM_UNSUPPORTED, _SW_SECURITY, _SW_SM_WRONG})
@@ -244,39 +249,31 @@ class Scp02InitResponse:
 # --------------------------------------------------------------------------------------------- session core
 
 
-class Scp02Session:
+class Scp02Session(GpSession[Scp02SessionKeys]):
     """The state of one open SCP02 session: C-MAC ICV, R-MAC ICV, level, i. No I/O.
 
     ``first_icv``: the ICV of the first C-MAC (:func:`aid_icv` for implicit initiation; zero by default).
+    Host side: :meth:`wrap_command`, :meth:`unwrap_response`; card side: :meth:`unwrap_command`,
+    :meth:`wrap_response`. Any verification failure closes the session.
     """
+
+    _PROTOCOL = "SCP02"
+    _BLOCK = _BLOCK
+    _logger = logger
 
     def __init__(self, keys: Scp02SessionKeys, level: SecurityLevel, i: int, *,
                  first_icv: bytes | None = None) -> None:
-        self.keys = keys
-        self.level = level
-        # plain ints for the per-APDU checks (flag-enum arithmetic is slow in CPython)
-        self._c_mac, self._c_dec = bool(level & SecurityLevel.C_MAC), bool(level & SecurityLevel.C_DEC)
-        self._r_mac_on, self._r_enc = bool(level & SecurityLevel.R_MAC), bool(level & SecurityLevel.R_ENC)
+        super().__init__(keys, level, _BLOCK)
         self.i = check_i(i)
         self.last_c_mac: bytes | None = None  # None until the first C-MAC (EXTERNAL AUTHENTICATE's, explicit)
         self._first_icv = bytes(_BLOCK) if first_icv is None else bytes(first_icv)
         if len(self._first_icv) != _BLOCK:
             raise SecureChannelError(f"SCP02 ICV must be {_BLOCK} bytes, got {len(self._first_icv)}")
         self.last_r_mac = bytes(_BLOCK)
-        self.closed = False
         self._r_context = b""  # unmodified header ‖ Lc ‖ plain data of the last command, for R-MAC
 
     def __repr__(self) -> str:
         return f"Scp02Session(level={int(self.level):02X}, i={self.i:02X}, closed={self.closed})"
-
-    def fail(self, message: str) -> NoReturn:
-        self.closed = True
-        logger.warning("SCP02 channel closed: %s", message)
-        raise SecureChannelError(message)
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise SecureChannelError("SCP02 channel is closed")
 
     def mac_command(self, cla: int, ins: int, p1: int, p2: int, data: bytes) -> bytes:
         """C-MAC of a plain command (``cla`` without SM indication); updates the ICV chain."""
@@ -300,11 +297,11 @@ class Scp02Session:
         return retail_mac(self.keys.r_mac, self._r_context + lc_bytes(len(data)) + data + sw.to_bytes(2, "big"),
                           self.last_r_mac)
 
-    # -- host side
-    def wrap_command(self, command: CommandApdu) -> CommandApdu:
-        self._check_open()
-        if not self._c_mac:
-            return command
+    def _cbc_decrypt(self, data: bytes, icv: bytes | None) -> bytes:
+        return unpad_m2(des3_cbc_decrypt(self.keys.s_enc, data), _BLOCK)  # §E.4.6: ICV zero
+
+    # -- host side (the checks common to SCP03 are in GpSession.wrap_command / unwrap_response)
+    def _protect_command(self, command: CommandApdu) -> CommandApdu:
         cla = clear_sm_cla(command.cla)
         mac = self.mac_command(cla, command.ins, command.p1, command.p2, command.data)
         self._remember(cla, command.ins, command.p1, command.p2, command.data)
@@ -313,54 +310,30 @@ class Scp02Session:
             data = des3_cbc_encrypt(self.keys.s_enc, pad_m2(data, _BLOCK))
         return command.replace(cla=sm_cla(cla), data=data + mac)
 
-    def unwrap_response(self, response: ResponseApdu) -> ResponseApdu:
-        self._check_open()
-        if not is_protected_sw(response.sw) or not self._r_mac_on:
-            return response
-        if len(response.data) < _BLOCK:
-            self.fail(f"response of {len(response.data)} bytes is too short for its 8-byte R-MAC")
-        body, mac = response.data[:-_BLOCK], response.data[-_BLOCK:]
-        if not hmac.compare_digest(self._r_mac(body, response.sw), mac):
-            self.fail(f"R-MAC verification failed (SW {response.sw:04X})")
+    def _response_verified(self, body: bytes, mac: bytes) -> bytes:
         self.last_r_mac = mac
-        return ResponseApdu(body, response.sw1, response.sw2)
+        return body
 
-    # -- card side
-    def unwrap_command(self, command: CommandApdu) -> CommandApdu:
-        self._check_open()
-        if not self._c_mac:
-            return command
-        if not has_sm_cla(command.cla):
-            self.fail(f"command {command.label} has no secure messaging indication in CLA {command.cla:02X}")
-        if len(command.data) < _BLOCK:
-            self.fail(f"command data of {len(command.data)} bytes is too short for its 8-byte C-MAC")
-        body, mac = command.data[:-_BLOCK], command.data[-_BLOCK:]
+    # -- card side (GpSession.unwrap_command / wrap_response)
+    def _verify_command(self, command: CommandApdu, body: bytes, mac: bytes) -> CommandApdu:
         if self._c_dec and body:
-            if len(body) % _BLOCK:
-                self.fail(f"encrypted command data of {len(body)} bytes is not a multiple of 8")
-            try:
-                body = unpad_m2(des3_cbc_decrypt(self.keys.s_enc, body), _BLOCK)
-            except PaddingError:
-                self.fail("bad padding in the decrypted command data")
+            body = self._decrypt(body, None, "command")
         cla = clear_sm_cla(command.cla)
         if not hmac.compare_digest(self.mac_command(cla, command.ins, command.p1, command.p2, body), mac):
             self.fail(f"C-MAC verification failed for {command.label}")
         self._remember(cla, command.ins, command.p1, command.p2, body)
         return command.replace(cla=cla, data=body)
 
-    def wrap_response(self, response: ResponseApdu) -> ResponseApdu:
-        self._check_open()
-        if not is_protected_sw(response.sw) or not self._r_mac_on:
-            return response
-        mac = self._r_mac(response.data, response.sw)
+    def _protect_response(self, data: bytes, sw: int) -> bytes:
+        mac = self._r_mac(data, sw)
         self.last_r_mac = mac
-        return ResponseApdu(response.data + mac, response.sw1, response.sw2)
+        return data + mac
 
 
 # ------------------------------------------------------------------------------------------------- host
 
 
-class Scp02Channel:
+class Scp02Channel(GpChannelBase[Scp02Session]):
     """An open SCP02 secure channel on the host: a session processor (``process(command, send)``).
 
     Explicit (:meth:`Scp02Host.open`) or implicit (:meth:`Scp02Host.open_implicit`, :attr:`implicit` True). An
@@ -406,10 +379,6 @@ class Scp02Channel:
         return self.sequence_counter + 1
 
     @property
-    def level(self) -> SecurityLevel:
-        return self._session.level
-
-    @property
     def i(self) -> int:
         return self._session.i
 
@@ -419,10 +388,6 @@ class Scp02Channel:
         return self._key_version
 
     @property
-    def closed(self) -> bool:
-        return self._session.closed
-
-    @property
     def session_keys(self) -> Scp02SessionKeys:
         return self._session.keys
 
@@ -430,12 +395,6 @@ class Scp02Channel:
     def dek(self) -> bytes:
         """The key that encrypts sensitive data (PUT KEY): the session DEK in SCP02 (GPCS 2.3.1 §E.4.7)."""
         return self._session.keys.dek
-
-    def close(self) -> None:
-        self._session.closed = True
-
-    def wrap(self, command: CommandApdu) -> CommandApdu:
-        return self._session.wrap_command(command)
 
     def unwrap(self, response: ResponseApdu) -> ResponseApdu:
         if self._awaiting_first:
@@ -449,9 +408,6 @@ class Scp02Channel:
                     f"wrong keys, a stale sequence counter ({self.sequence_counter:04X}), an application other "
                     f"than {aid} selected, or no session possible on this channel")
         return self._session.unwrap_response(response)
-
-    def process(self, command: CommandApdu, send: Send) -> ResponseApdu:
-        return self.unwrap(send(self.wrap(command)))
 
 
 class Scp02Host:
@@ -473,8 +429,7 @@ class Scp02Host:
                                      "Scp02Host.open_implicit")
         if lvl & SecurityLevel.R_MAC and not i & I_R_MAC:
             raise SecureChannelError(f"level {int(lvl):02X} needs R-MAC, which i={i:02X} does not offer")
-        if keys.alg is not Alg.DES3:
-            raise SecureChannelError(f"SCP02 needs a 3DES key set, got {keys.alg.value}")
+        require_alg(keys, Alg.DES3, "SCP02")
         if host_challenge is None:
             host_challenge = (rng or random_bytes)(_HOST_CHALLENGE_LEN)
         host_challenge = bytes(host_challenge)
@@ -482,23 +437,15 @@ class Scp02Host:
             raise SecureChannelError(f"SCP02 host challenge must be 8 bytes, got {len(host_challenge)}")
         command = initialize_update_command(key_version, host_challenge)
         init = Scp02InitResponse.parse(check(send(command), command).data)
-        if key_version and init.key_version != key_version:
-            raise SecureChannelError(f"asked for key version {key_version:02X}, card used {init.key_version:02X}")
+        check_key_version(key_version, init.key_version)
         keys_s = Scp02SessionKeys.derive(keys, init.sequence_counter, i)
-        expected = card_cryptogram(keys_s.s_enc, host_challenge, init.sequence_counter, init.card_challenge)
-        if not hmac.compare_digest(expected, init.card_cryptogram):
-            raise AuthenticationError(
-                f"SCP02 card cryptogram does not verify with key set {keys!r} (key version "
-                f"{init.key_version:02X} on the card): wrong keys or wrong diversification")
+        verify_card_cryptogram(
+            "SCP02", card_cryptogram(keys_s.s_enc, host_challenge, init.sequence_counter, init.card_challenge),
+            init.card_cryptogram, keys, init.key_version)
         session = Scp02Session(keys_s, lvl, i)
         cryptogram = host_cryptogram(keys_s.s_enc, host_challenge, init.sequence_counter, init.card_challenge)
         mac = session.mac_command(_CLA_GP, _INS_EXTERNAL_AUTHENTICATE, int(lvl), 0, cryptogram)
-        ext = CommandApdu(sm_cla(_CLA_GP), _INS_EXTERNAL_AUTHENTICATE, int(lvl), 0, cryptogram + mac,
-                          name="EXTERNAL AUTHENTICATE", sensitive=True)
-        answer = send(ext)
-        if answer.sw == _SW_AUTH_FAILED:
-            raise AuthenticationError("the card rejected the SCP02 host cryptogram (6300)")
-        check(answer, ext)
+        send_external_authenticate(send, "SCP02", lvl, cryptogram, mac)
         logger.debug("SCP02 channel open: kvn %02X, i %02X, level %02X", init.key_version, i, int(lvl))
         return Scp02Channel(session, init, host_challenge)
 
@@ -522,8 +469,7 @@ class Scp02Host:
         """
         if not is_implicit(check_i(i)):
             raise SecureChannelError(f"SCP02 i={i:02X} is explicit initiation: use Scp02Host.open")
-        if keys.alg is not Alg.DES3:
-            raise SecureChannelError(f"SCP02 needs a 3DES key set, got {keys.alg.value}")
+        require_alg(keys, Alg.DES3, "SCP02")
         if not isinstance(aid, bytes | bytearray) or not _AID_MIN <= len(aid) <= _AID_MAX:
             got = len(aid) if isinstance(aid, bytes | bytearray) else type(aid).__name__
             raise SecureChannelError(f"the selected application's AID must be {_AID_MIN}..{_AID_MAX} bytes (ISO/IEC "
@@ -540,19 +486,26 @@ class Scp02Host:
 
 # ------------------------------------------------------------------------------------------------- card
 
+# INITIALIZE UPDATE leaves host challenge, sequence counter, card challenge and session keys for EXTERNAL
+# AUTHENTICATE.
+_Pending = tuple[bytes, bytes, bytes, Scp02SessionKeys]
 
-class Scp02Card:
+
+class Scp02Card(GpCardBase[Scp02Session, _Pending]):
     """The card side of SCP02. The sequence counter is incremented when a session opens.
 
     Explicit i: INITIALIZE UPDATE / EXTERNAL AUTHENTICATE. Implicit i (``0A``/``0B``/``1A``/``1B``): no
     INITIALIZE UPDATE (6985); the first C-MAC'd command opens the session (:meth:`start_implicit`), with ICV =
-    MAC over ``aid``, the AID of the application selected on the channel.
+    MAC over ``aid``, the AID of the application selected on the channel. :meth:`handle` routes one command
+    like :meth:`cardkit.sm.scp03.Scp03Card.handle`.
     """
+
+    _PROTOCOL = "SCP02"
+    _R_ENC = False
 
     def __init__(self, keys: GpKeySet, sequence_counter: int = 0, *, i: int = 0x55, rng: Rng | None = None,
                  kdd: bytes = bytes(KDD_LENGTH), aid: bytes | None = None) -> None:
-        if keys.alg is not Alg.DES3:
-            raise SecureChannelError(f"SCP02 needs a 3DES key set, got {keys.alg.value}")
+        require_alg(keys, Alg.DES3, "SCP02")
         if not 0 <= sequence_counter <= _SEQ_MAX:
             raise SecureChannelError(f"SCP02 sequence counter must fit 2 bytes, got {sequence_counter!r}")
         if len(kdd) != KDD_LENGTH:
@@ -565,15 +518,8 @@ class Scp02Card:
             raise SecureChannelError(f"an AID is {_AID_MIN}..{_AID_MAX} bytes (ISO/IEC 7816-5), got {len(aid)}")
         self.aid = None if aid is None else bytes(aid)
         self._rng = rng or random_bytes
-        self._pending: tuple[bytes, bytes, bytes, Scp02SessionKeys] | None = None
-        self.session: Scp02Session | None = None
-
-    def __repr__(self) -> str:
-        return f"Scp02Card(keys={self.keys!r}, i=0x{self.i:02X}, open={self.session_open})"
-
-    @property
-    def session_open(self) -> bool:
-        return self.session is not None and not self.session.closed
+        self._pending = None
+        self.session = None
 
     @property
     def session_dek(self) -> bytes | None:
@@ -584,21 +530,13 @@ class Scp02Card:
     def dek(self) -> bytes | None:
         return self.session_dek
 
-    def close(self) -> None:
-        self._pending = None
-        if self.session is not None:
-            self.session.closed = True
-
     def initialize_update(self, command: CommandApdu) -> ResponseApdu:
         self.close()
         if is_implicit(self.i):  # GPCS 2.3.1 Table E-1: this card initiates implicitly
             return ResponseApdu.of(_SW_CONDITIONS)
-        if command.p2 != 0:
-            return ResponseApdu.of(_SW_WRONG_P1P2)
-        if command.p1 not in (0, self.keys.version):
-            return ResponseApdu.of(_SW_KEY_NOT_FOUND)
-        if len(command.data) != _HOST_CHALLENGE_LEN:
-            return ResponseApdu.of(_SW_WRONG_LENGTH)
+        refused = self._refuse_initialize_update(command, _HOST_CHALLENGE_LEN)
+        if refused is not None:
+            return refused
         if self.sequence_counter >= _SEQ_MAX:  # FFFF could not count the session it would open
             return ResponseApdu.of(_SW_CONDITIONS)
         seq = self.sequence_counter.to_bytes(_SEQ_LEN, "big")
@@ -609,33 +547,28 @@ class Scp02Card:
         self._pending = (command.data, seq, challenge, keys)
         return ResponseApdu.of(_SW_OK, init.to_bytes())
 
-    def external_authenticate(self, command: CommandApdu) -> ResponseApdu:
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return ResponseApdu.of(_SW_CONDITIONS)
+    # -- EXTERNAL AUTHENTICATE (GpCardBase.external_authenticate)
+    def _offers(self, level: SecurityLevel) -> bool:
+        return not (level & SecurityLevel.R_MAC and not self.i & I_R_MAC)
+
+    def _cryptogram_length(self, pending: _Pending) -> int:
+        return _BLOCK
+
+    def _new_session(self, pending: _Pending, level: SecurityLevel) -> Scp02Session:
+        return Scp02Session(pending[3], level, self.i)
+
+    def _auth_mac(self, session: Scp02Session, command: CommandApdu, cryptogram: bytes) -> bytes:
+        return session.mac_command(clear_sm_cla(command.cla), command.ins, command.p1, command.p2, cryptogram)
+
+    def _host_cryptogram(self, pending: _Pending) -> bytes:
         host, seq, challenge, keys = pending
-        if command.p2 != 0:
-            return ResponseApdu.of(_SW_WRONG_P1P2)
-        try:
-            lvl = check_level(command.p1, r_enc=False)
-        except ValueError:
-            return ResponseApdu.of(_SW_WRONG_P1P2)
-        if lvl & SecurityLevel.R_MAC and not self.i & I_R_MAC:
-            return ResponseApdu.of(_SW_WRONG_P1P2)
-        if len(command.data) != 2 * _BLOCK:
-            return ResponseApdu.of(_SW_WRONG_LENGTH)
-        session = Scp02Session(keys, lvl, self.i)
-        cryptogram, mac = command.data[:_BLOCK], command.data[_BLOCK:]
-        cla = clear_sm_cla(command.cla)
-        if not has_sm_cla(command.cla) or not hmac.compare_digest(
-                session.mac_command(cla, command.ins, command.p1, command.p2, cryptogram), mac):
-            return ResponseApdu.of(_SW_SECURITY)
-        if not hmac.compare_digest(host_cryptogram(keys.s_enc, host, seq, challenge), cryptogram):
-            return ResponseApdu.of(_SW_AUTH_FAILED)
+        return host_cryptogram(keys.s_enc, host, seq, challenge)
+
+    def _opened(self, session: Scp02Session) -> None:
         self.session = session
         self.sequence_counter += 1
-        return ResponseApdu.of(_SW_OK)
 
+    # -- implicit initiation
     def start_implicit(self, command: CommandApdu) -> CommandApdu:
         """Open an implicit session with its first command (C-MAC'd, ICV = MAC over :attr:`aid`) and return the
         command unwrapped; the sequence counter is incremented. Raises :class:`SecureChannelError`, with the card
@@ -653,32 +586,13 @@ class Scp02Card:
         self.sequence_counter = seq + 1
         return plain
 
-    def _require(self) -> Scp02Session:
-        if self.session is None or self.session.closed:
-            raise SecureChannelError("no open SCP02 session on the card")
-        return self.session
+    def _start_on(self, command: CommandApdu) -> CommandApdu:
+        if is_implicit(self.i):
+            return self.start_implicit(command)
+        raise SecureChannelError("no open SCP02 session on the card")
 
-    def unwrap_command(self, command: CommandApdu) -> CommandApdu:
-        return self._require().unwrap_command(command)
-
-    def wrap_response(self, response: ResponseApdu) -> ResponseApdu:
-        return self._require().wrap_response(response)
-
-    def handle(self, command: CommandApdu, app: Callable[[CommandApdu], ResponseApdu]) -> ResponseApdu:
-        """Route one command like :meth:`cardkit.sm.scp03.Scp03Card.handle`."""
-        if command.ins == 0x50 and command.cla & 0x80:  # GPCS 2.3.1 §E.5.1 INITIALIZE UPDATE
-            return self.initialize_update(command)
-        if command.ins == _INS_EXTERNAL_AUTHENTICATE and command.cla & 0x80 and self._pending is not None:
-            return self.external_authenticate(command)
-        try:
-            if self.session_open:
-                plain = self.unwrap_command(command)
-            elif not has_sm_cla(command.cla):
-                return app(command)
-            elif is_implicit(self.i):
-                plain = self.start_implicit(command)
-            else:
-                return ResponseApdu.of(_SW_SECURITY)
+    def _pass_through(self, command: CommandApdu, app: Callable[[CommandApdu], ResponseApdu]) -> ResponseApdu:
+        try:  # as before the shared base: a SecureChannelError from ``app`` here is answered 6982 too
+            return app(command)
         except SecureChannelError:
             return ResponseApdu.of(_SW_SECURITY)
-        return self.wrap_response(app(plain))

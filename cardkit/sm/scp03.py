@@ -32,13 +32,11 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn
 
 from cardkit.apdu import CommandApdu, ResponseApdu
 from cardkit.crypto import Alg, aes_cmac, cbc_decrypt, cbc_encrypt, ecb_encrypt, pad_m2, scp03_kdf, unpad_m2
-from cardkit.errors import AuthenticationError, PaddingError, SecureChannelError
+from cardkit.errors import AuthenticationError, SecureChannelError
 from cardkit.session import Send
 from cardkit.sm.gp import (
     KDD_LENGTH,
@@ -48,12 +46,19 @@ from cardkit.sm.gp import (
     SecurityLevel,
     check_level,
     clear_sm_cla,
-    has_sm_cla,
     initialize_update_command,
-    is_protected_sw,
     lc_bytes,
     random_bytes,
     sm_cla,
+)
+from cardkit.sm.gpchannel import (
+    GpCardBase,
+    GpChannelBase,
+    GpSession,
+    check_key_version,
+    require_alg,
+    send_external_authenticate,
+    verify_card_cryptogram,
 )
 from cardkit.sw import check
 
@@ -102,15 +107,9 @@ _RESPONSE_LAYOUT = {29: (8, False), 32: (8, True), 45: (16, False), 48: (16, Tru
 # Amendment D §6.2.2.1: the sequence counter is 3 bytes.
 _SEQ_LEN = 3
 _SEQ_MAX = 0xFFFFFF
-# ISO 7816-4:2020 §5.6 / GPCS 2.3.1 §11.6.3 status words used by the card side.
+# ISO 7816-4:2020 §5.6 / GPCS 2.3.1 §11.6.3 status words used by the card side (the others are in gpchannel).
 _SW_OK = 0x9000
-_SW_AUTH_FAILED = 0x6300  # host cryptogram verification failed (Amendment D §7.1.2.3)
-_SW_WRONG_LENGTH = 0x6700
-_SW_SECURITY = 0x6982  # security status not satisfied (MAC failure)
-_SW_CONDITIONS = 0x6985  # conditions of use not satisfied (no INITIALIZE UPDATE before)
-_SW_WRONG_DATA = 0x6A80
-_SW_WRONG_P1P2 = 0x6A86
-_SW_KEY_NOT_FOUND = 0x6A88  # referenced data (key set) not found
+_SW_CONDITIONS = 0x6985  # conditions of use not satisfied (sequence counter exhausted)
 
 
 # ------------------------------------------------------------------------------------------ pure crypto
@@ -193,42 +192,31 @@ class Scp03InitResponse:
 # --------------------------------------------------------------------------------------- session core
 
 
-class Scp03Session:
+class Scp03Session(GpSession[Scp03SessionKeys]):
     """The state of one open SCP03 session: MAC chaining value, encryption counter, level. No I/O.
 
     Host side: :meth:`wrap_command`, :meth:`unwrap_response`. Card side: :meth:`unwrap_command`,
     :meth:`wrap_response`. Any verification failure closes the session.
     """
 
+    _PROTOCOL = "SCP03"
+    _BLOCK = _BLOCK
+    _logger = logger
+
     def __init__(self, keys: Scp03SessionKeys, level: SecurityLevel, *, s16: bool = False,
                  counter_quirk: bool = False) -> None:
-        self.keys = keys
-        self.level = level
-        # plain ints for the per-APDU checks (flag-enum arithmetic is slow in CPython)
-        self._c_mac, self._c_dec = bool(level & SecurityLevel.C_MAC), bool(level & SecurityLevel.C_DEC)
-        self._r_mac_on, self._r_enc = bool(level & SecurityLevel.R_MAC), bool(level & SecurityLevel.R_ENC)
-        self.mac_length = 16 if s16 else 8
+        super().__init__(keys, level, 16 if s16 else 8)
         self.counter_quirk = counter_quirk
         #: MAC chaining value (Amendment D §6.2.4): 16 zero bytes before EXTERNAL AUTHENTICATE.
         self.chain = bytes(_BLOCK)
         #: Encryption counter (Amendment D §6.2.6): 0 at session start, incremented before use.
         self.counter = 0
-        self.closed = False
 
     def __repr__(self) -> str:
         return (f"Scp03Session(level={int(self.level):02X}, mac={self.mac_length}, counter={self.counter}, "
                 f"closed={self.closed})")
 
     # -- helpers
-    def fail(self, message: str) -> NoReturn:
-        self.closed = True
-        logger.warning("SCP03 channel closed: %s", message)
-        raise SecureChannelError(message)
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise SecureChannelError("SCP03 channel is closed")
-
     def _step(self, has_data: bool) -> None:
         if has_data or not self.counter_quirk:
             self.counter += 1
@@ -247,15 +235,14 @@ class Scp03Session:
                               self.chain + bytes([cla, ins, p1, p2]) + lc_bytes(lc, extended) + body)
         return self.chain[: self.mac_length]
 
-    def _r_mac(self, body: bytes, sw: int) -> bytes:
-        return aes_cmac(self.keys.s_rmac, self.chain + body + sw.to_bytes(2, "big"))[: self.mac_length]
+    def _r_mac(self, data: bytes, sw: int) -> bytes:
+        return aes_cmac(self.keys.s_rmac, self.chain + data + sw.to_bytes(2, "big"))[: self.mac_length]
 
-    # -- host side
-    def wrap_command(self, command: CommandApdu) -> CommandApdu:
-        """Protect a command (host side): C-DECRYPTION then C-MAC as the level asks."""
-        self._check_open()
-        if not self._c_mac:
-            return command
+    def _cbc_decrypt(self, data: bytes, icv: bytes | None) -> bytes:
+        return unpad_m2(cbc_decrypt(Alg.AES, self.keys.s_enc, data, icv), _BLOCK)
+
+    # -- host side (the checks common to SCP02 are in GpSession.wrap_command / unwrap_response)
+    def _protect_command(self, command: CommandApdu) -> CommandApdu:
         self._step(bool(command.data))
         data = command.data
         if self._c_dec and data:
@@ -265,41 +252,13 @@ class Scp03Session:
         mac = self.mac_command(cla, command.ins, command.p1, command.p2, data, extended)
         return command.replace(cla=cla, data=data + mac, extended=extended)
 
-    def unwrap_response(self, response: ResponseApdu) -> ResponseApdu:
-        """Check R-MAC and decrypt R-ENC (host side); error status words pass through unprotected."""
-        self._check_open()
-        if not is_protected_sw(response.sw) or not self._r_mac_on:
-            return response
-        data = response.data
-        if len(data) < self.mac_length:
-            self.fail(f"response of {len(data)} bytes is too short for its {self.mac_length}-byte R-MAC")
-        body, mac = data[: -self.mac_length], data[-self.mac_length :]
-        if not hmac.compare_digest(self._r_mac(body, response.sw), mac):
-            self.fail(f"R-MAC verification failed (SW {response.sw:04X})")
+    def _response_verified(self, body: bytes, mac: bytes) -> bytes:
         if self._r_enc and body:
             body = self._decrypt(body, self._icv(True), "response")
-        return ResponseApdu(body, response.sw1, response.sw2)
+        return body
 
-    def _decrypt(self, data: bytes, icv: bytes, what: str) -> bytes:
-        if len(data) % _BLOCK:
-            self.fail(f"encrypted {what} data of {len(data)} bytes is not a multiple of {_BLOCK}")
-        try:
-            return unpad_m2(cbc_decrypt(Alg.AES, self.keys.s_enc, data, icv), _BLOCK)
-        except PaddingError:
-            self.fail(f"bad padding in the decrypted {what} data")
-
-    # -- card side
-    def unwrap_command(self, command: CommandApdu) -> CommandApdu:
-        """Verify C-MAC and decrypt (card side); returns the plain command with the SM indication removed."""
-        self._check_open()
-        if not self._c_mac:
-            return command
-        if not has_sm_cla(command.cla):
-            self.fail(f"command {command.label} has no secure messaging indication in CLA {command.cla:02X}")
-        data = command.data
-        if len(data) < self.mac_length:
-            self.fail(f"command data of {len(data)} bytes is too short for its {self.mac_length}-byte C-MAC")
-        body, mac = data[: -self.mac_length], data[-self.mac_length :]
+    # -- card side (GpSession.unwrap_command / wrap_response)
+    def _verify_command(self, command: CommandApdu, body: bytes, mac: bytes) -> CommandApdu:
         self._step(bool(body))
         if not hmac.compare_digest(self.mac_command(command.cla, command.ins, command.p1, command.p2, body,
                                                     command.is_extended), mac):
@@ -308,21 +267,16 @@ class Scp03Session:
             body = self._decrypt(body, self._icv(False), "command")
         return command.replace(cla=clear_sm_cla(command.cla), data=body)
 
-    def wrap_response(self, response: ResponseApdu) -> ResponseApdu:
-        """Protect a response (card side): R-ENC then R-MAC, unless the status word is an error."""
-        self._check_open()
-        if not is_protected_sw(response.sw) or not self._r_mac_on:
-            return response
-        data = response.data
+    def _protect_response(self, data: bytes, sw: int) -> bytes:
         if self._r_enc and data:
             data = cbc_encrypt(Alg.AES, self.keys.s_enc, pad_m2(data, _BLOCK), self._icv(True))
-        return ResponseApdu(data + self._r_mac(data, response.sw), response.sw1, response.sw2)
+        return data + self._r_mac(data, sw)
 
 
 # ---------------------------------------------------------------------------------------------- host
 
 
-class Scp03Channel:
+class Scp03Channel(GpChannelBase[Scp03Session]):
     """An open SCP03 secure channel on the host: a session processor (``process(command, send)``)."""
 
     def __init__(self, session: Scp03Session, keys: GpKeySet, init: Scp03InitResponse,
@@ -337,10 +291,6 @@ class Scp03Channel:
                 f"level={int(self.level):02X}, S{16 if self.s16 else 8}, closed={self.closed})")
 
     @property
-    def level(self) -> SecurityLevel:
-        return self._session.level
-
-    @property
     def s16(self) -> bool:
         return self._session.mac_length == 16
 
@@ -353,10 +303,6 @@ class Scp03Channel:
         return self._session.counter
 
     @property
-    def closed(self) -> bool:
-        return self._session.closed
-
-    @property
     def session_keys(self) -> Scp03SessionKeys:
         return self._session.keys
 
@@ -364,18 +310,6 @@ class Scp03Channel:
     def dek(self) -> bytes:
         """The key that encrypts sensitive data (PUT KEY): SCP03 uses the *static* K-DEK (Amendment D §7.2)."""
         return self._keys.dek
-
-    def close(self) -> None:
-        self._session.closed = True
-
-    def wrap(self, command: CommandApdu) -> CommandApdu:
-        return self._session.wrap_command(command)
-
-    def unwrap(self, response: ResponseApdu) -> ResponseApdu:
-        return self._session.unwrap_response(response)
-
-    def process(self, command: CommandApdu, send: Send) -> ResponseApdu:
-        return self.unwrap(send(self.wrap(command)))
 
 
 class Scp03Host:
@@ -395,8 +329,7 @@ class Scp03Host:
         parameters that cannot serve ``level``; a typed status-word error for other refusals.
         """
         lvl = check_level(level)
-        if keys.alg is not Alg.AES:
-            raise SecureChannelError(f"SCP03 needs an AES key set, got {keys.alg.value}")
+        require_alg(keys, Alg.AES, "SCP03")
         if host_challenge is None:
             host_challenge = (rng or random_bytes)(16 if s16 else 8)
         host_challenge = bytes(host_challenge)
@@ -411,8 +344,7 @@ class Scp03Host:
                 f"card answered in S{16 if init.s16 else 8} mode to a {len(host_challenge)}-byte host challenge")
         if bool(init.i & I_S16) != init.s16:
             logger.warning("SCP03 i=%02X does not match the S%d response length", init.i, 16 if init.s16 else 8)
-        if key_version and init.key_version != key_version:
-            raise SecureChannelError(f"asked for key version {key_version:02X}, card used {init.key_version:02X}")
+        check_key_version(key_version, init.key_version)
         if lvl & SecurityLevel.R_MAC and not init.i & I_R_MAC:
             raise SecureChannelError(
                 f"level {int(lvl):02X} needs R-MAC, which the card does not offer (i={init.i:02X})")
@@ -421,11 +353,8 @@ class Scp03Host:
                 f"level {int(lvl):02X} needs R-ENC, which the card does not offer (i={init.i:02X})")
 
         session_keys = Scp03SessionKeys.derive(keys, host_challenge, init.card_challenge)
-        expected = card_cryptogram(session_keys.s_mac, host_challenge, init.card_challenge)
-        if not hmac.compare_digest(expected, init.card_cryptogram):
-            raise AuthenticationError(
-                f"SCP03 card cryptogram does not verify with key set {keys!r} (key version "
-                f"{init.key_version:02X} on the card): wrong keys or wrong diversification")
+        verify_card_cryptogram("SCP03", card_cryptogram(session_keys.s_mac, host_challenge, init.card_challenge),
+                               init.card_cryptogram, keys, init.key_version)
         if init.i & I_PSEUDO_RANDOM:
             if isd_aid is not None and init.sequence_counter is not None:
                 want = card_challenge(keys.enc, init.sequence_counter, isd_aid, len(init.card_challenge))
@@ -437,12 +366,7 @@ class Scp03Host:
         session = Scp03Session(session_keys, lvl, s16=init.s16, counter_quirk=counter_quirk)
         cryptogram = host_cryptogram(session_keys.s_mac, host_challenge, init.card_challenge)
         mac = session.mac_command(_CLA_GP_SECURE, _INS_EXTERNAL_AUTHENTICATE, int(lvl), 0, cryptogram)
-        ext = CommandApdu(_CLA_GP_SECURE, _INS_EXTERNAL_AUTHENTICATE, int(lvl), 0, cryptogram + mac,
-                          name="EXTERNAL AUTHENTICATE", sensitive=True)
-        answer = send(ext)
-        if answer.sw == _SW_AUTH_FAILED:
-            raise AuthenticationError("the card rejected the SCP03 host cryptogram (6300)")
-        check(answer, ext)
+        send_external_authenticate(send, "SCP03", lvl, cryptogram, mac)
         logger.debug("SCP03 channel open: kvn %02X, i %02X, level %02X, S%d", init.key_version, init.i,
                      int(lvl), 16 if init.s16 else 8)
         return Scp03Channel(session, keys, init, host_challenge)
@@ -450,22 +374,27 @@ class Scp03Host:
 
 # ---------------------------------------------------------------------------------------------- card
 
+# INITIALIZE UPDATE leaves host challenge, card challenge and session keys for EXTERNAL AUTHENTICATE.
+_Pending = tuple[bytes, bytes, Scp03SessionKeys]
 
-class Scp03Card:
+
+class Scp03Card(GpCardBase[Scp03Session, _Pending]):
     """The card side of SCP03: answers INITIALIZE UPDATE / EXTERNAL AUTHENTICATE and guards the session.
 
     ``i`` is the implementation option (Amendment D §5.1; ``70`` = pseudo-random challenge, R-MAC, R-ENC);
     its S16 bit follows ``s16``. With a pseudo-random challenge the sequence counter (3 bytes) is returned
     and the challenge computed from it and ``isd_aid``; the counter is then incremented. ``counter_quirk``
     emulates cards that increment the encryption counter only for commands with data. ``kdd`` is the key
-    diversification data the card returns (10 bytes; zeros by default).
+    diversification data the card returns (10 bytes; zeros by default). :meth:`handle` routes one command.
     """
+
+    _PROTOCOL = "SCP03"
+    _R_ENC = True
 
     def __init__(self, keys: GpKeySet, sequence_counter: int = 0, isd_aid: bytes = b"", *, i: int = 0x70,
                  rng: Rng | None = None, s16: bool = False, counter_quirk: bool = False,
                  kdd: bytes = bytes(KDD_LENGTH)) -> None:
-        if keys.alg is not Alg.AES:
-            raise SecureChannelError(f"SCP03 needs an AES key set, got {keys.alg.value}")
+        require_alg(keys, Alg.AES, "SCP03")
         if not 0 <= sequence_counter <= _SEQ_MAX:
             raise SecureChannelError(f"SCP03 sequence counter must fit 3 bytes, got {sequence_counter!r}")
         self.i = (i & ~I_S16 & 0xFF) | (I_S16 if s16 else 0)
@@ -480,15 +409,8 @@ class Scp03Card:
         self.s16 = s16
         self.counter_quirk = counter_quirk
         self._rng = rng or random_bytes
-        self._pending: tuple[bytes, bytes, Scp03SessionKeys] | None = None
-        self.session: Scp03Session | None = None
-
-    def __repr__(self) -> str:
-        return f"Scp03Card(keys={self.keys!r}, i=0x{self.i:02X}, open={self.session_open})"
-
-    @property
-    def session_open(self) -> bool:
-        return self.session is not None and not self.session.closed
+        self._pending = None
+        self.session = None
 
     @property
     def level(self) -> SecurityLevel | None:
@@ -504,20 +426,12 @@ class Scp03Card:
         """SCP03 has no session DEK: the static K-DEK is used (same as :attr:`dek`)."""
         return self.keys.dek
 
-    def close(self) -> None:
-        self._pending = None
-        if self.session is not None:
-            self.session.closed = True
-
     def initialize_update(self, command: CommandApdu) -> ResponseApdu:
         self.close()  # a new INITIALIZE UPDATE ends any current session (GPCS 2.3.1 §11.5.1)
         n = 16 if self.s16 else 8
-        if command.p2 != 0:
-            return ResponseApdu.of(_SW_WRONG_P1P2)
-        if command.p1 not in (0, self.keys.version):
-            return ResponseApdu.of(_SW_KEY_NOT_FOUND)
-        if len(command.data) != n:
-            return ResponseApdu.of(_SW_WRONG_LENGTH)
+        refused = self._refuse_initialize_update(command, n)
+        if refused is not None:
+            return refused
         host = command.data
         seq: bytes | None = None
         if self.i & I_PSEUDO_RANDOM:
@@ -534,59 +448,20 @@ class Scp03Card:
         self._pending = (host, challenge, keys)
         return ResponseApdu.of(_SW_OK, init.to_bytes())
 
-    def external_authenticate(self, command: CommandApdu) -> ResponseApdu:
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return ResponseApdu.of(_SW_CONDITIONS)
+    # -- EXTERNAL AUTHENTICATE (GpCardBase.external_authenticate)
+    def _offers(self, level: SecurityLevel) -> bool:
+        return not ((level & SecurityLevel.R_MAC and not self.i & I_R_MAC)
+                    or (level & SecurityLevel.R_ENC and not self.i & I_R_ENC))
+
+    def _cryptogram_length(self, pending: _Pending) -> int:
+        return len(pending[1])
+
+    def _new_session(self, pending: _Pending, level: SecurityLevel) -> Scp03Session:
+        return Scp03Session(pending[2], level, s16=self.s16, counter_quirk=self.counter_quirk)
+
+    def _auth_mac(self, session: Scp03Session, command: CommandApdu, cryptogram: bytes) -> bytes:
+        return session.mac_command(command.cla, command.ins, command.p1, command.p2, cryptogram, command.is_extended)
+
+    def _host_cryptogram(self, pending: _Pending) -> bytes:
         host, challenge, keys = pending
-        n = len(challenge)
-        if command.p2 != 0:
-            return ResponseApdu.of(_SW_WRONG_P1P2)
-        try:
-            lvl = check_level(command.p1)
-        except ValueError:
-            return ResponseApdu.of(_SW_WRONG_P1P2)
-        if (lvl & SecurityLevel.R_MAC and not self.i & I_R_MAC) or (lvl & SecurityLevel.R_ENC and not self.i & I_R_ENC):
-            return ResponseApdu.of(_SW_WRONG_P1P2)
-        if len(command.data) != 2 * n:
-            return ResponseApdu.of(_SW_WRONG_LENGTH)
-        session = Scp03Session(keys, lvl, s16=self.s16, counter_quirk=self.counter_quirk)
-        cryptogram, mac = command.data[:n], command.data[n:]
-        if not has_sm_cla(command.cla) or not hmac.compare_digest(
-                session.mac_command(command.cla, command.ins, command.p1, command.p2, cryptogram,
-                                    command.is_extended), mac):
-            return ResponseApdu.of(_SW_SECURITY)
-        if not hmac.compare_digest(host_cryptogram(keys.s_mac, host, challenge), cryptogram):
-            return ResponseApdu.of(_SW_AUTH_FAILED)
-        self.session = session
-        return ResponseApdu.of(_SW_OK)
-
-    def _require(self) -> Scp03Session:
-        if self.session is None or self.session.closed:
-            raise SecureChannelError("no open SCP03 session on the card")
-        return self.session
-
-    def unwrap_command(self, command: CommandApdu) -> CommandApdu:
-        return self._require().unwrap_command(command)
-
-    def wrap_response(self, response: ResponseApdu) -> ResponseApdu:
-        return self._require().wrap_response(response)
-
-    def handle(self, command: CommandApdu, app: Callable[[CommandApdu], ResponseApdu]) -> ResponseApdu:
-        """Route one command: handshake commands here, others unwrapped → ``app`` → wrapped.
-
-        Outside a session, commands without secure messaging go to ``app`` as they are. A secure-messaging
-        failure answers 6982 and closes the session.
-        """
-        if command.ins == 0x50 and command.cla & 0x80:  # GPCS 2.3.1 §11.5.2 INITIALIZE UPDATE
-            return self.initialize_update(command)
-        if command.ins == _INS_EXTERNAL_AUTHENTICATE and command.cla & 0x80 and self._pending is not None:
-            return self.external_authenticate(command)
-        if not self.session_open:
-            return ResponseApdu.of(_SW_SECURITY) if has_sm_cla(command.cla) else app(command)
-        try:
-            plain = self.unwrap_command(command)
-        except SecureChannelError:
-            return ResponseApdu.of(_SW_SECURITY)
-        return self.wrap_response(app(plain))
-
+        return host_cryptogram(keys.s_mac, host, challenge)
