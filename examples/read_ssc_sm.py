@@ -3,7 +3,7 @@
     python examples/read_ssc_sm.py IMAGE      # a card image written by examples/personalize_one.py
     python examples/read_ssc_sm.py "READER"   # a card in a PC/SC reader
 
-Steps (facts in /work/shared/reference/ssc.md): SELECT the SSSE application by DF name; read EF05 record 1
+Steps (facts: applets/ssc/README.md): SELECT the SSSE application by DF name; read EF05 record 1
 (the card identification code: region ‖ D156000005 ‖ chip serial ‖ MAC) in clear; derive the card's SM key
 from the master key ``ssc-sm`` (region, then chip serial) and run cardkit's ISO 7816-4 mutual authentication
 with key reference 83 (the SSSE key 03); then read the rest under secure messaging. The cardholder data

@@ -57,7 +57,7 @@ _SET_STATUS_P1: dict[str, int] = {"isd": 0x80, "app": 0x40, "sd-and-apps": 0x60}
 _CARD_STATES = {0x07: "INITIALIZED", 0x0F: "SECURED", 0x7F: "CARD_LOCKED", 0xFF: "TERMINATED"}
 # GPCS 2.3.1 §11.5.2 (INSTALL P1): b2 load, b3 install, b4 make selectable, b6 personalization.
 _INSTALL_LOAD, _INSTALL_INSTALL, _INSTALL_SELECTABLE, _INSTALL_PERSO = 0x02, 0x04, 0x08, 0x20
-# GPCS 2.3 Table 11-89 (STORE DATA P1), see /work/shared/reference/globalplatform.md.
+# GPCS 2.3 Table 11-89 (STORE DATA P1).
 StoreStructure = Literal["none", "dgi", "ber-tlv"]
 StoreEncryption = Literal["none", "app", "encrypted"]
 _STORE_LAST = 0x80  # b8
