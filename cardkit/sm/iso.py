@@ -97,19 +97,24 @@ class SmSuite(enum.Enum):
     #: standard; SM4 = GB/T 32907-2016, CMAC = NIST SP 800-38B).
     SM4_CMAC = "sm4-cmac"
 
+    # Looked up per APDU: plain dicts keyed by the member's value (enum hashing is slow in CPython).
     @property
     def alg(self) -> Alg:
-        return {SmSuite.DES3_RETAIL: Alg.DES3, SmSuite.AES_CMAC: Alg.AES, SmSuite.SM4_CMAC: Alg.SM4}[self]
+        return _SUITE_ALG[self._value_]
 
     @property
     def block(self) -> int:
         """Cipher block size: 8 (3DES) or 16 (AES, SM4)."""
-        return block_size(self.alg)
+        return _SUITE_BLOCK[self._value_]
 
     @property
     def ssc_length(self) -> int:
         """SSC length in bytes = the block size (ICAO 9303-11 §9.8.5.3 / §9.8.6.3)."""
-        return self.block
+        return _SUITE_BLOCK[self._value_]
+
+
+_SUITE_ALG: dict[str, Alg] = {"3des-retail": Alg.DES3, "aes-cmac": Alg.AES, "sm4-cmac": Alg.SM4}
+_SUITE_BLOCK: dict[str, int] = {k: block_size(v) for k, v in _SUITE_ALG.items()}
 
 
 class SmError(SecureChannelError):
