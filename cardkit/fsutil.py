@@ -1,11 +1,14 @@
-"""Small file-system helpers shared by the modules that write durable files (journal, keys, ledger keys)."""
+"""Small file-system helpers shared by the modules that write private or durable files (journal, keys, card
+images, snapshots, reports)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
-__all__ = ["fsync_dir"]
+__all__ = ["fsync_dir", "write_private"]
 
 
 def fsync_dir(directory: Path) -> None:
@@ -19,3 +22,30 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_private(path: str | os.PathLike[str], data: bytes, *, durable: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then rename) with mode 0600
+    whatever the umask — for every output that holds personal data or secrets. ``durable`` fsyncs the file
+    and its folder before returning, so the new content survives power loss."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(folder)
+    return target

@@ -20,7 +20,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from cardkit import __version__
 from cardkit.apps.diagnose import DiagnoseOptions, diagnose, identifier_fields
 from cardkit.errors import CardkitError, ParseError
+from cardkit.fsutil import write_private
 from cardkit.profiles.model import FileSpec, Profile
 from cardkit.profiles.validators import mask_identifier
 from cardkit.session import CardSession
@@ -63,19 +63,8 @@ def take_snapshot(session: CardSession, options: DiagnoseOptions | None = None) 
 
 def save_snapshot(snapshot: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``snapshot`` as JSON, mode 0600, atomically (a temporary file in the same folder, then rename)."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)  # created 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(snapshot, fh, ensure_ascii=False, indent=1)
-            fh.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    text = json.dumps(snapshot, ensure_ascii=False, indent=1) + "\n"
+    return write_private(path, text.encode("utf-8"), durable=False)
 
 
 def load_snapshot(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from cardkit.batch.journal import verify_journal
 from cardkit.batch.ledger import Ledger
 from cardkit.batch.ledger_model import CardRow, RecordRow
 from cardkit.errors import CardkitError
+from cardkit.fsutil import write_private
 
 __all__ = ["CSV_COLUMNS", "REPORT_FILES", "ReportError", "build_report", "report_html", "summary_text",
            "write_report"]
@@ -201,25 +202,11 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike[str]) -> dic
         "report.html": report_html(report),
     }
     try:
-        return {name: _write_private(out / name, text.encode("utf-8")) for name, text in texts.items()}
+        return {name: write_private(out / name, text.encode("utf-8")) for name, text in texts.items()}
     except OSError as exc:
         raise ReportError(f"cannot write the report into {out.name!r}: {exc.strerror}") from exc
 
 
-def _write_private(path: Path, data: bytes) -> Path:
-    """Write atomically (temporary file + rename) with mode 0600 whatever the umask."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return path
 
 
 def _cell(value: Any) -> str:

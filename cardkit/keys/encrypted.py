@@ -52,7 +52,7 @@ from cardkit.crypto import Alg, KcvMethod, adjust_des_parity, check_key, kcv
 from cardkit.crypto.diversify import chain
 from cardkit.crypto.kcv import default_kcv_method
 from cardkit.errors import CryptoError, KeystoreError
-from cardkit.fsutil import fsync_dir
+from cardkit.fsutil import write_private
 from cardkit.keys.software import SoftwareSigner, generate_private_pkcs8, spki_fingerprint
 from cardkit.keys.store import (
     KeyHandle,
@@ -350,21 +350,9 @@ class EncryptedKeystore:
                            "keys": [e.to_json() for e in entries]})
         doc = {**header, "nonce": _b64(nonce)}
         doc["payload"] = _b64(AESGCM(self._enc_key).encrypt(nonce, body, _canonical(doc)))
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                data = json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-            fsync_dir(self.path.parent)
+            write_private(self.path, json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n")
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise KeystoreError(f"cannot write keystore {self.path}: {exc.strerror}") from None
         self._header, self._entries = header, entries
 

@@ -24,7 +24,6 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 from cardkit.acl import AccessRules, AclError
 from cardkit.crypto import Alg
 from cardkit.errors import ParseError
+from cardkit.fsutil import write_private
 from cardkit.virtual.card import CardOptions, VirtualCard
 from cardkit.virtual.fs import DF, EF, MF_FID, EfType, FileNode, Lcs, SwError, VirtualCardError
 from cardkit.virtual.security import KeyObject, KeyUsage, PinObject
@@ -102,18 +102,8 @@ def card_to_dict(card: VirtualCard) -> dict[str, Any]:
 
 def save_image(card: VirtualCard, path: str | Path) -> None:
     """Write the image to ``path`` with mode 0600, atomically (temporary file + rename)."""
-    target = Path(path)
     text = json.dumps(card_to_dict(card), indent=1, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(prefix=".card-", suffix=".tmp", dir=target.parent or ".")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    target = write_private(path, text.encode("utf-8"), durable=False)
     log.info("saved card image %s (%d files)", target.name, len(card.files()))
 
 
