@@ -7,8 +7,9 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import IO
 
-__all__ = ["fsync_dir", "write_private"]
+__all__ = ["fsync_dir", "open_private_append", "write_private"]
 
 
 def fsync_dir(directory: Path) -> None:
@@ -49,3 +50,8 @@ def write_private(path: str | os.PathLike[str], data: bytes, *, durable: bool = 
     if durable:
         fsync_dir(folder)
     return target
+
+
+def open_private_append(path: str | os.PathLike[str]) -> IO[str]:
+    """Open a text file for appending, created with mode 0600 (APDU traces, logs with card data)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", encoding="utf-8")

@@ -137,8 +137,9 @@ def open_session(spec: str | None, *, trace: str | None = None, extended: bool =
     """A :class:`CardSession` on the reader ``spec``; the trace file (if any) is appended, mode 0600."""
     sink: IO[str] | None = None
     if trace:
-        fd = os.open(trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        sink = os.fdopen(fd, "a", encoding="utf-8")
+        from cardkit.fsutil import open_private_append
+
+        sink = open_private_append(trace)
     transport = open_transport(spec)
     session = CardSession(transport, extended=extended, trace=sink)
     try:

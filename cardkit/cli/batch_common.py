@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import socket
 import sys
@@ -20,6 +19,7 @@ import click
 from cardkit.cli.errors import EXIT_BATCH_REJECTS, VerificationFailed
 from cardkit.cli.main import Options
 from cardkit.errors import RecordError
+from cardkit.fsutil import open_private_append
 
 if TYPE_CHECKING:
     from cardkit.batch.ledger import Ledger
@@ -329,8 +329,7 @@ def run_station(ctx: click.Context, profile: Profile, keystore: Keystore, url: s
     with contextlib.ExitStack() as stack:
         trace = None
         if opts is not None and opts.trace:
-            fh = stack.enter_context(os.fdopen(os.open(opts.trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
-                                               "a", encoding="utf-8"))
+            fh = stack.enter_context(open_private_append(opts.trace))
             trace = TraceSink(fh)
 
         def make_virtual(n: int) -> list[CardSlot]:

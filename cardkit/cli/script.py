@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from cardkit.cli.main import Options
+from cardkit.fsutil import open_private_append
 
 if TYPE_CHECKING:
     from cardkit.keys.store import Keystore
@@ -90,7 +91,7 @@ def script_session(opts: Options, *, replay: str | None = None, record: str | No
 
     sink: IO[str] | None = None
     if opts.trace:
-        sink = os.fdopen(os.open(opts.trace, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a", encoding="utf-8")
+        sink = open_private_append(opts.trace)
     replayer: ReplayTransport | None = None
     recorder: RecordingTransport | None = None
     try:
