@@ -66,6 +66,13 @@ def _value(spec: FieldSpec, fields: Mapping[str, str]) -> str | None:
 def validate_record(profile: Profile, fields: Mapping[str, str], *, line: int | None = None,
                     check_unknown: bool = True) -> list[RecordError]:
     """All problems of one record (empty list = valid). Never raises for bad data."""
+    return _check(profile, fields, line, check_unknown, None)
+
+
+def _check(profile: Profile, fields: Mapping[str, str], line: int | None, check_unknown: bool,
+           encoded: dict[tuple[str, str], bytes] | None) -> list[RecordError]:
+    """Every problem of one record; with ``encoded``, also keep each field's encoding ((path, field) -> bytes)
+    so :func:`prepare` does not encode twice."""
     problems: list[RecordError] = []
     known = {f.field for f in profile.record_fields}
     for fs in profile.files:
@@ -83,9 +90,12 @@ def validate_record(profile: Profile, fields: Mapping[str, str], *, line: int | 
                 except RecordError as exc:
                     problems.append(RecordError(_strip(exc), field=spec.field, line=line))
             try:
-                spec.codec.encode(value, field=spec.field)
+                data = spec.codec.encode(value, field=spec.field)
             except RecordError as exc:
                 problems.append(RecordError(_strip(exc), field=spec.field, line=line))
+            else:
+                if encoded is not None:
+                    encoded[(fs.path, spec.field)] = data
     if _has_id_checks(profile) and not any(p.field == profile.identity_field for p in problems):
         try:
             check_id_consistency(fields, profile.identity_field,
@@ -101,9 +111,8 @@ def validate_record(profile: Profile, fields: Mapping[str, str], *, line: int | 
                 problems.append(RecordError(f"initial {pin.kind.upper()} must be {pin.min_length}..{pin.max_length} "
                                             "digits", field=name, line=line))
     if profile.content:
-        from cardkit.issuance.hooks import content_fields, content_validator
+        from cardkit.issuance.hooks import content_validator
 
-        known |= set(content_fields(profile.content))
         validate = content_validator(profile.content)
         if validate is not None:
             problems.extend(validate(fields, line=line))
@@ -114,9 +123,9 @@ def validate_record(profile: Profile, fields: Mapping[str, str], *, line: int | 
         except RecordError as exc:
             problems.append(RecordError(_strip(exc), field="region", line=line))
     if check_unknown:
-        pin_fields = {p.initial[6:] for p in profile.pins if p.initial.startswith("field:")}
+        every = known_fields(profile)
         for name in fields:
-            if name not in known and name not in pin_fields and name not in _EXTRA_FIELDS:
+            if name not in every:
                 problems.append(RecordError("unknown column (not mapped by the profile)", field=name, line=line))
     return problems
 
@@ -162,19 +171,17 @@ def prepare(profile: Profile, fields: Mapping[str, str], *, line: int | None = N
 
     ``keystore`` is needed only by profiles whose content hook signs data (e.g. the eMRTD EF.SOD).
     """
-    problems = validate_record(profile, fields, line=line)
+    encoded: dict[tuple[str, str], bytes] = {}
+    problems = _check(profile, fields, line, True, encoded)
     if problems:
         raise RecordProblems(problems, line=line)
     records: dict[str, dict[int, bytes]] = {}
     binaries: dict[str, bytes] = {}
     for fs in profile.files:
         for spec in fs.fields:
-            if spec.computed is not None:
+            data = encoded.get((fs.path, spec.field))
+            if data is None:  # computed at card time, or an absent optional field
                 continue
-            value = _value(spec, fields)
-            if value is None:
-                continue
-            data = spec.codec.encode(value, field=spec.field)
             if spec.number is None:
                 binaries[fs.path] = data
             else:
